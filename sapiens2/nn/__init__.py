@@ -1,0 +1,1 @@
+"""Building blocks of the Sapiens2 networks, one per file."""
