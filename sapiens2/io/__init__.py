@@ -1,0 +1,16 @@
+"""Input/output at the edges of the pipeline: robust image decoding, input expansion, atomic writes."""
+
+from sapiens2.io.images import (
+    IMAGE_EXTENSIONS,
+    CorruptImageError,
+    EmptyImageError,
+    ImageDecodeError,
+    ImageTooLargeError,
+    NotAnImageError,
+    TruncatedImageError,
+    UnreadableImageError,
+    UnsupportedImageFormatError,
+    decode_image,
+    is_image_path,
+    read_image,
+)

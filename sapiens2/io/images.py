@@ -1,0 +1,526 @@
+"""Robust image decoding: one function, one result type, one error hierarchy.
+
+`read_image` / `decode_image` always return an ``H x W x 3`` ``uint8`` array in **RGB** order, upright
+(EXIF orientation applied), C-contiguous. Every failure is an `ImageDecodeError` subclass whose message
+names the file and the reason, so a batch job can log it, skip the file and carry on.
+
+Conversions, chosen once and applied to every format:
+
+- **Orientation.** EXIF tag 0x0112 values 1..8 are applied. A missing, unreadable or out-of-range tag
+  means "upright"; a corrupt EXIF block never fails an image whose pixels decode.
+- **Alpha** (LA, RGBA, PA, palette with transparency, 16-bit and float alpha) is composited onto
+  **black** by default, i.e. the colour is premultiplied by alpha. Fully transparent pixels therefore
+  carry no hidden colour whatever the encoder stored under them, and a cutout on black is exactly
+  ``foreground * alpha``, the convention matting data uses. Pass ``background=`` for another colour.
+- **Grayscale** (1, L, I;16, I, F) is replicated to three channels.
+- **Palette** images are expanded through their palette.
+- **CMYK / YCbCr / LAB / HSV** go through Pillow's conversion to RGB. No ICC profile is applied to any
+  image (embedded profiles are ignored), so CMYK colours are approximate.
+- **16-bit** samples (PNG, TIFF, PGM) are scaled, not truncated: ``round(v * 255 / 65535)``, so 0 -> 0,
+  65535 -> 255 and ``257 * k -> k``. 16-bit colour PNG/TIFF is decoded with OpenCV
+  (``IMREAD_UNCHANGED``) because Pillow keeps only the high byte of each sample.
+- **32-bit integer** grayscale (Pillow mode ``I``) is read as 16-bit data (how Pillow stores 16-bit
+  PNG): clipped to ``[0, 65535]`` and scaled as above.
+- **Float** images (TIFF/PFM, gray or colour) are taken to hold intensities in ``[0, 1]``: clipped,
+  times 255, rounded; NaN becomes 0. A float map in other units (depth in metres, say) is not an image
+  and should be read with a dedicated reader.
+- **Animated / multi-page** files (GIF, APNG, WebP, TIFF) give their first frame.
+
+Decoding is done with Pillow, whose errors (unlike ``cv2.imread``'s silent ``None`` or half-grey
+picture) tell a truncated file from a corrupt one, and whose header parse gives the image size before
+any pixel is decoded, which is where the decompression-bomb limit is enforced.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import stat
+import warnings
+from pathlib import Path
+from typing import Final
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError, features
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_EXTENSIONS",
+    "CorruptImageError",
+    "EmptyImageError",
+    "ImageDecodeError",
+    "ImageTooLargeError",
+    "NotAnImageError",
+    "TruncatedImageError",
+    "UnreadableImageError",
+    "UnsupportedImageFormatError",
+    "decode_image",
+    "is_image_path",
+    "read_image",
+]
+
+logger = logging.getLogger(__name__)
+
+# About 134 megapixels: above every current camera sensor (the largest are ~102 MP), below Pillow's
+# own hard stop (2 * PIL.Image.MAX_IMAGE_PIXELS, ~179 MP), and ~400 MB once decoded to RGB.
+DEFAULT_MAX_PIXELS: Final[int] = 2**27
+# Refuse to even read a file larger than this into memory.
+DEFAULT_MAX_BYTES: Final[int] = 1 << 30
+
+_HAVE_AVIF: Final[bool] = bool(features.check("avif"))
+
+# Pillow format name -> the file extensions we accept for it. Only formats with a reliable magic
+# number are listed, so random bytes are never "identified" as, say, a headerless TGA.
+_FORMAT_EXTENSIONS: Final[dict[str, tuple[str, ...]]] = {
+    "JPEG": (".jpg", ".jpeg", ".jpe", ".jfif"),  # includes multi-picture (MPO) files from phones / cameras
+    "PNG": (".png", ".apng"),
+    "BMP": (".bmp", ".dib"),
+    "TIFF": (".tif", ".tiff"),
+    "WEBP": (".webp",),
+    "GIF": (".gif",),
+    "JPEG2000": (".jp2", ".j2k", ".j2c", ".jpc", ".jpf", ".jpx"),
+    "PPM": (".pbm", ".pgm", ".ppm", ".pnm", ".pfm"),
+    "QOI": (".qoi",),
+    **({"AVIF": (".avif",)} if _HAVE_AVIF else {}),
+}
+_PIL_FORMATS: Final[tuple[str, ...]] = tuple(_FORMAT_EXTENSIONS)
+
+#: Every extension `read_image` accepts, lower case with the dot. Compare with ``suffix.lower()``.
+IMAGE_EXTENSIONS: Final[frozenset[str]] = frozenset(e for exts in _FORMAT_EXTENSIONS.values() for e in exts)
+
+
+def is_image_path(path: str | os.PathLike[str]) -> bool:
+    """True when the file name ends in one of `IMAGE_EXTENSIONS`, in any case."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+# --------------------------------------------------------------------------------------------- errors
+
+
+class ImageDecodeError(Exception):
+    """An image could not be turned into pixels. ``path`` names the file, ``reason`` says why."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # keep (path, reason) through pickling, e.g. across worker processes
+        return (type(self), (self.path, self.reason))
+
+
+class UnreadableImageError(ImageDecodeError):
+    """The file cannot be read at all: missing, a directory, no permission, not a regular file."""
+
+
+class EmptyImageError(ImageDecodeError):
+    """The file is zero bytes long."""
+
+
+class NotAnImageError(ImageDecodeError):
+    """The bytes are not an image: text, HTML, a video, random data."""
+
+
+class UnsupportedImageFormatError(ImageDecodeError):
+    """A recognised image format (or pixel layout) that cannot be decoded here, e.g. HEIC, SVG, EXR."""
+
+
+class ImageTooLargeError(ImageDecodeError):
+    """The image (or file) exceeds the configured size limit: a decompression bomb or a huge scan."""
+
+
+class CorruptImageError(ImageDecodeError):
+    """The header is recognised but the pixel data cannot be decoded."""
+
+
+class TruncatedImageError(CorruptImageError):
+    """The file ends before its pixel data does (an interrupted download or copy)."""
+
+
+# ------------------------------------------------------------------------------------------ public API
+
+
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = DEFAULT_MAX_BYTES,
+    background: tuple[int, int, int] = (0, 0, 0),
+) -> np.ndarray:
+    """Read an image file as an upright ``H x W x 3`` ``uint8`` RGB array.
+
+    Raises an `ImageDecodeError` subclass naming ``path`` on any failure (see the module docstring for
+    the conversions). ``max_pixels`` bounds ``width * height`` before decoding, ``max_bytes`` the file
+    size before reading; ``None`` disables a limit. ``background`` is the RGB colour alpha is
+    composited onto.
+    """
+    data = _read_bytes(path, max_bytes)
+    return decode_image(data, os.fspath(path), max_pixels=max_pixels, background=background)
+
+
+def decode_image(
+    data: bytes | bytearray | memoryview,
+    name: str,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    background: tuple[int, int, int] = (0, 0, 0),
+) -> np.ndarray:
+    """Decode encoded image bytes (an upload, an archive member) exactly as `read_image` decodes a file.
+
+    ``name`` is used only in error messages; the format is taken from the bytes, never the extension.
+    """
+    data = bytes(data)
+    if not data:
+        raise EmptyImageError(name, "file is empty (0 bytes)")
+    if max_pixels is not None and max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive or None, got {max_pixels}")
+    bg = _check_background(background)
+
+    kind, label = _sniff(data)
+    if kind == "not-image":
+        raise NotAnImageError(name, label)
+    if kind == "unsupported":
+        raise UnsupportedImageFormatError(name, label)
+
+    img = _open_with_pillow(data, name, label, max_pixels)
+    if img is None:
+        # Pillow does not know this pixel layout (e.g. 3-channel float TIFF); OpenCV might.
+        return _to_rgb8(_decode_with_cv2(data, name, label, max_pixels), bg, name)
+
+    with img:
+        _load(img, name, label, data)
+        orientation = _exif_orientation(img, name)
+        if _needs_cv2(img, data):
+            array = _decode_with_cv2(data, name, label, max_pixels)
+        else:
+            array = _pillow_to_array(img, name)
+    return _to_rgb8(_apply_orientation(array, orientation), bg, name)
+
+
+# ------------------------------------------------------------------------------------------- reading
+
+
+def _read_bytes(path: str | os.PathLike[str], max_bytes: int | None) -> bytes:
+    name = os.fspath(path)
+    try:
+        st = os.stat(name)
+    except FileNotFoundError:
+        reason = "broken symbolic link" if os.path.islink(name) else "file does not exist"
+        raise UnreadableImageError(name, reason) from None
+    except OSError as e:
+        raise UnreadableImageError(name, f"cannot access file ({e.strerror or e})") from e
+    if stat.S_ISDIR(st.st_mode):
+        raise UnreadableImageError(name, "is a directory, not a file")
+    if not stat.S_ISREG(st.st_mode):
+        # FIFOs and devices would block or stream forever.
+        raise UnreadableImageError(name, "not a regular file (a pipe, socket or device)")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise ImageTooLargeError(name, f"file is {st.st_size} bytes, over the limit of {max_bytes} bytes")
+    try:
+        with open(name, "rb") as f:
+            return f.read()
+    except PermissionError as e:
+        raise UnreadableImageError(name, "permission denied") from e
+    except IsADirectoryError as e:
+        raise UnreadableImageError(name, "is a directory, not a file") from e
+    except OSError as e:
+        raise UnreadableImageError(name, f"cannot read file ({e.strerror or e})") from e
+
+
+# ------------------------------------------------------------------------------------------- sniffing
+
+_ISO_BMFF_IMAGE_BRANDS: Final[dict[bytes, str]] = {
+    b"heic": "HEIC", b"heix": "HEIC", b"heim": "HEIC", b"heis": "HEIC", b"hevc": "HEIC", b"hevx": "HEIC",
+    b"mif1": "HEIF", b"msf1": "HEIF", b"avif": "AVIF", b"avis": "AVIF", b"jxl ": "JPEG XL",
+    b"crx ": "Canon CR3 raw",
+}
+_ISO_BMFF_VIDEO_BRANDS: Final[frozenset[bytes]] = frozenset(
+    {b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"M4V ", b"M4VP", b"qt  ", b"3gp4",
+     b"3gp5", b"3gp6", b"3g2a", b"dash", b"f4v "}
+)
+
+
+def _sniff(data: bytes) -> tuple[str, str]:
+    """Classify bytes by their magic number: ("image", format), ("unsupported", reason) or
+    ("not-image", reason). Pillow still has the final word on "image"."""
+    head = data[:64]
+    if head.startswith(b"\xff\xd8\xff"):
+        return "image", "JPEG"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image", "PNG"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "image", "TIFF"
+    if head.startswith(b"BM") and int.from_bytes(head[14:18], "little") in (12, 16, 40, 52, 56, 64, 108, 124):
+        return "image", "BMP"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "image", "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image", "WEBP"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "not-image", "this is an AVI video, not an image"
+    if head.startswith(b"\x00\x00\x00\x0cjP  \r\n\x87\n") or head.startswith(b"\xff\x4f\xff\x51"):
+        return "image", "JPEG2000"
+    if head[:4] == b"qoif":
+        return "image", "QOI"
+    if len(head) >= 3 and head[0:1] == b"P" and head[1:2] in b"123456fF" and head[2:3].isspace():
+        return "image", "PPM"
+    if head[4:8] == b"ftyp":
+        brands = [data[8:12]] + [data[i : i + 4] for i in range(16, min(len(data), 8 + int.from_bytes(data[:4], "big")), 4)]
+        if b"avif" in brands or b"avis" in brands:
+            if _HAVE_AVIF:
+                return "image", "AVIF"
+            return "unsupported", "AVIF images need Pillow built with libavif, which this install lacks"
+        for brand in brands:
+            if brand in _ISO_BMFF_IMAGE_BRANDS:
+                fmt = _ISO_BMFF_IMAGE_BRANDS[brand]
+                return "unsupported", f"{fmt} images are not supported here (convert to JPEG or PNG first)"
+        if brands[0] in _ISO_BMFF_VIDEO_BRANDS or any(b in _ISO_BMFF_VIDEO_BRANDS for b in brands):
+            return "not-image", "this is an MP4/QuickTime video, not an image"
+        return "unsupported", f"an ISO media file (brand {brands[0].decode('latin-1')!r}) that is not a known image"
+    if head.startswith(b"\x1a\x45\xdf\xa3"):
+        return "not-image", "this is a Matroska/WebM video, not an image"
+    if head.startswith(b"\xff\x0a") or head.startswith(b"\x00\x00\x00\x0cJXL \r\n\x87\n"):
+        return "unsupported", "JPEG XL images are not supported here (convert to JPEG or PNG first)"
+    if head.startswith(b"\x76\x2f\x31\x01"):
+        return "unsupported", "OpenEXR images are not supported here"
+    if head.startswith(b"8BPS"):
+        return "unsupported", "Photoshop PSD files are not supported here (export to PNG first)"
+    if head.startswith(b"%PDF"):
+        return "unsupported", "PDF documents are not supported (rasterise the page first)"
+    if head.startswith(b"%!PS"):
+        return "unsupported", "PostScript/EPS files are not supported (rasterise first)"
+    if head.startswith(b"#?RADIANCE") or head.startswith(b"#?RGBE"):
+        return "unsupported", "Radiance HDR images are not supported here"
+    if head.startswith(b"\x00\x00\x01\x00") or head.startswith(b"\x00\x00\x02\x00"):
+        return "unsupported", "Windows icon (ICO/CUR) files are not supported"
+
+    text = _as_text(data[:4096])
+    if text is not None:
+        lowered = text.lstrip("\ufeff \t\r\n").lower()
+        if "<svg" in lowered[:1024]:
+            return "unsupported", "SVG vector graphics are not supported (rasterise to PNG first)"
+        if lowered.startswith(("<!doctype html", "<html", "<head", "<body")) or "<html" in lowered[:1024]:
+            return "not-image", "this is an HTML page, not an image (often a failed download)"
+        if lowered.startswith(("{", "[")):
+            return "not-image", "this is a JSON/text file, not an image"
+        return "not-image", "this is a text file, not an image"
+    if head.startswith((b"PK\x03\x04", b"\x1f\x8b", b"7z\xbc\xaf", b"Rar!")):
+        return "not-image", "this is a compressed archive, not an image"
+    return "not-image", "not a recognised image format (unknown or random bytes)"
+
+
+def _as_text(chunk: bytes) -> str | None:
+    """The chunk as text if it looks like text (decodes as UTF-8, almost no control characters)."""
+    try:
+        text = chunk.decode("utf-8")
+    except UnicodeDecodeError as e:
+        if e.start < len(chunk) - 3:  # a multi-byte character cut at the end of the chunk is fine
+            return None
+        text = chunk[: e.start].decode("utf-8")
+    if not text:
+        return None
+    control = sum(1 for c in text if ord(c) < 32 and c not in "\t\r\n\f")
+    return text if control <= len(text) // 100 else None
+
+
+# ------------------------------------------------------------------------------------------- decoding
+
+
+def _open_with_pillow(data: bytes, name: str, label: str, max_pixels: int | None) -> Image.Image | None:
+    """Parse the header. Returns None when Pillow cannot identify a TIFF (OpenCV may still decode it)."""
+    try:
+        with warnings.catch_warnings():
+            # We enforce our own limit below, as an error; Pillow's softer warning is noise here.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(
+            name, f"{label} image is larger than Pillow's hard limit of {2 * Image.MAX_IMAGE_PIXELS} pixels"
+            f" (raise PIL.Image.MAX_IMAGE_PIXELS as well as max_pixels to allow it): {e}"
+        ) from e
+    except UnidentifiedImageError as e:
+        if label == "TIFF":
+            return None
+        raise _load_error(name, label, data, e, during="header") from e
+    except Exception as e:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, ...
+        raise _load_error(name, label, data, e, during="header") from e
+    _check_pixels(img.size, name, label, max_pixels, img)
+    return img
+
+
+def _check_pixels(size: tuple[int, int], name: str, label: str, max_pixels: int | None, img=None) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        if img is not None:
+            img.close()
+        raise CorruptImageError(name, f"{label} header gives an empty size {width}x{height}")
+    if max_pixels is not None and width * height > max_pixels:
+        if img is not None:
+            img.close()
+        raise ImageTooLargeError(
+            name, f"{label} image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels}"
+            " (a decompression bomb, or pass a larger max_pixels)"
+        )
+
+
+def _load(img: Image.Image, name: str, label: str, data: bytes) -> None:
+    try:
+        img.load()
+    except Exception as e:
+        raise _load_error(name, label, data, e, during="pixels") from e
+
+
+def _load_error(name: str, label: str, data: bytes | None, err: Exception, during: str) -> ImageDecodeError:
+    """Map a Pillow failure on a recognised format to truncated / unsupported / corrupt."""
+    msg = str(err)
+    lowered = msg.lower()
+    if "truncated" in lowered or "premature end" in lowered or isinstance(err, EOFError) or _missing_end(label, data):
+        return TruncatedImageError(name, f"{label} file is truncated: it ends before the image data does ({msg})")
+    if "unsupported" in lowered or "not supported" in lowered or "unknown" in lowered:
+        return UnsupportedImageFormatError(name, f"this {label} variant is not supported ({msg})")
+    where = "header" if during == "header" else "pixel data"
+    return CorruptImageError(name, f"{label} {where} is corrupt ({type(err).__name__}: {msg})")
+
+
+def _missing_end(label: str, data: bytes | None) -> bool:
+    """Whether a file that failed to parse lacks its format's end marker, i.e. was cut short."""
+    if data is None:
+        return False
+    if label == "PNG":
+        return b"IEND" not in data[-64:]
+    if label == "JPEG":
+        return b"\xff\xd9" not in data[-64:]
+    return False
+
+
+def _needs_cv2(img: Image.Image, data: bytes) -> bool:
+    """Whether Pillow would lose precision: it keeps only the high byte of 16-bit colour samples."""
+    if img.format == "PNG":
+        # IHDR: bit depth at byte 24, colour type at 25 (0 = gray, which Pillow reads as I;16 exactly).
+        return len(data) > 25 and data[24] == 16 and data[25] != 0
+    if img.format == "TIFF":
+        bits = img.tag_v2.get(258, (8,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return len(bits) > 1 and max(bits) > 8
+    return False
+
+
+def _decode_with_cv2(data: bytes, name: str, label: str, max_pixels: int | None) -> np.ndarray:
+    """Full-precision decode to an RGB(A) or gray array of the file's own sample type."""
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        array = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:
+        raise CorruptImageError(name, f"{label} data cannot be decoded ({e})") from e
+    if array is None:
+        raise CorruptImageError(name, f"neither Pillow nor OpenCV can decode this {label} file (corrupt, or an unsupported variant)")
+    _check_pixels((array.shape[1], array.shape[0]), name, label, max_pixels)
+    if array.ndim == 3 and array.shape[2] == 3:
+        array = array[..., ::-1]
+    elif array.ndim == 3 and array.shape[2] == 4:
+        array = array[..., [2, 1, 0, 3]]
+    return array
+
+
+def _pillow_to_array(img: Image.Image, name: str) -> np.ndarray:
+    """The image as a numpy array in one of the layouts `_to_rgb8` understands."""
+    mode = img.mode
+    if mode in ("1", "L", "LA", "RGB", "RGBA", "I", "F") or mode.startswith("I;16"):
+        return np.asarray(img)
+    has_alpha = (
+        mode in ("PA", "RGBa", "La")
+        or "transparency" in img.info
+        or (mode == "P" and img.palette is not None and img.palette.mode == "RGBA")
+    )
+    try:
+        # P, PA, CMYK, YCbCr, LAB, HSV, RGBX, ... through Pillow's own conversions
+        return np.asarray(img.convert("RGBA" if has_alpha else "RGB"))
+    except Exception as e:
+        raise UnsupportedImageFormatError(name, f"{img.format} colour mode {mode!r} cannot be converted to RGB ({e})") from e
+
+
+def _exif_orientation(img: Image.Image, name: str) -> int:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow warns "Corrupt EXIF data"; we decide below
+            value = img.getexif().get(0x0112, 1)
+        orientation = int(value)
+    except Exception as e:  # corrupt EXIF never fails an image whose pixels decode
+        logger.debug("%s: unreadable EXIF, orientation ignored (%s)", name, e)
+        return 1
+    if orientation not in range(1, 9):
+        logger.debug("%s: invalid EXIF orientation %r ignored", name, value)
+        return 1
+    return orientation
+
+
+def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn the stored pixels upright. Orientation n says how the stored image must be transformed."""
+    if orientation == 2:  # mirrored left-right
+        return a[:, ::-1]
+    if orientation == 3:  # rotated 180
+        return a[::-1, ::-1]
+    if orientation == 4:  # mirrored top-bottom
+        return a[::-1]
+    if orientation == 5:  # mirrored about the main diagonal
+        return np.swapaxes(a, 0, 1)
+    if orientation == 6:  # needs a 90 degree clockwise turn
+        return np.swapaxes(a, 0, 1)[:, ::-1]
+    if orientation == 7:  # mirrored about the anti-diagonal
+        return np.swapaxes(a[::-1, ::-1], 0, 1)
+    if orientation == 8:  # needs a 90 degree counter-clockwise turn
+        return np.swapaxes(a, 0, 1)[::-1]
+    return a
+
+
+def _check_background(background: tuple[int, int, int]) -> np.ndarray:
+    bg = np.asarray(background, dtype=np.float32).reshape(-1)
+    if bg.shape != (3,) or not np.all((bg >= 0) & (bg <= 255)):
+        raise ValueError(f"background must be three values in 0..255, got {background!r}")
+    return bg
+
+
+def _unit_float(a: np.ndarray) -> np.ndarray:
+    """Samples as float32 in [0, 1], by the conventions in the module docstring."""
+    if a.dtype == np.bool_:
+        return a.astype(np.float32)
+    if a.dtype == np.uint8:
+        return a.astype(np.float32) / 255.0
+    if a.dtype.kind in "ui":  # 16-bit (any byte order) and Pillow's 32-bit "I"
+        return np.clip(a, 0, 65535).astype(np.float32) / 65535.0
+    if a.dtype.kind == "f":
+        return np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    raise TypeError(f"unexpected sample type {a.dtype}")
+
+
+def _to_rgb8(a: np.ndarray, bg: np.ndarray, name: str) -> np.ndarray:
+    """gray / gray+alpha / RGB / RGBA of any sample type -> contiguous H x W x 3 uint8 RGB."""
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if a.ndim == 2:
+        color, alpha = a[..., None], None
+    elif a.ndim == 3 and a.shape[2] in (2, 4):
+        color, alpha = a[..., :-1], a[..., -1:]
+    elif a.ndim == 3 and a.shape[2] == 3:
+        color, alpha = a, None
+    else:
+        raise UnsupportedImageFormatError(name, f"images with shape {a.shape} (channels) are not supported")
+
+    if alpha is None and color.dtype == np.uint8:
+        out = color if color.shape[2] == 3 else np.repeat(color, 3, axis=2)
+        return np.ascontiguousarray(out)
+    if alpha is None and color.dtype == np.bool_:
+        return np.ascontiguousarray(np.repeat(color.astype(np.uint8) * 255, 3, axis=2))
+
+    rgb = _unit_float(color)
+    if rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    if alpha is None:
+        out = rgb * 255.0
+    else:
+        w = _unit_float(alpha)
+        out = rgb * (w * 255.0) + bg * (1.0 - w)
+    return np.ascontiguousarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
