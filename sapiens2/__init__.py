@@ -1,3 +1,16 @@
-"""sapiens2: Meta's Sapiens2 human-centric vision transformers, end to end."""
+"""sapiens2: Meta's Sapiens2 human-centric vision transformers, end to end.
+
+`load()` gives the networks on official or custom checkpoints; the task predictors sit on top.
+"""
 
 __version__ = "0.1.0"
+
+from sapiens2.checkpoint import CheckpointError, UnsafeCheckpointError
+from sapiens2.hub import CheckpointMismatchError, CheckpointNotFoundError, UnknownModelError, inspect, load
+from sapiens2.models import BackboneConfig, build_model
+from sapiens2.zoo import MODELS
+
+__all__ = [
+    "MODELS", "BackboneConfig", "CheckpointError", "CheckpointMismatchError", "CheckpointNotFoundError",
+    "UnknownModelError", "UnsafeCheckpointError", "__version__", "build_model", "inspect", "load",
+]

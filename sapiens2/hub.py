@@ -1,0 +1,243 @@
+"""`load()`: a model name, hub id or file -> the network with its weights, checked strictly.
+
+Where a checkpoint is looked for, in order: the path itself; the reference folder layout under
+`$SAPIENS_CHECKPOINT_ROOT` (default `~/sapiens2_host/<task>/<file>`); the Hugging Face cache, downloading
+into it when online. The network is built on the meta device (no memory, no init), every key and shape of
+the file is checked against it before any tensor is read, and tensors are then read one by one, converted
+to the requested dtype and assigned, so loading peaks near the checkpoint's own size.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from sapiens2.checkpoint import (
+    CheckpointError,
+    SafetensorsFile,
+    UnsafeCheckpointError,
+    is_pickle_path,
+    read_pickle_state_dict,
+)
+from sapiens2.models.backbone import ARCHS
+from sapiens2.models.build import build_model, official_head_config
+from sapiens2.models.layout import CheckpointLayout, NotSapiens2Error, infer_layout
+from sapiens2.nn.rope import rope_periods
+from sapiens2.zoo import MODELS, ModelInfo, find_model, suggest
+
+DEFAULT_CHECKPOINT_ROOT = "~/sapiens2_host"
+_PERIODS = "rope_embed.periods"
+_LIST_AT_MOST = 12
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """No file for the requested model; the message says where it looked and how to get it."""
+
+
+class UnknownModelError(ValueError):
+    """A name that is neither a file nor an official model."""
+
+
+class CheckpointMismatchError(CheckpointError):
+    """The file's keys or shapes are not those of the requested network."""
+
+
+def checkpoint_root() -> Path:
+    """The reference layout's root: `$SAPIENS_CHECKPOINT_ROOT`, default `~/sapiens2_host`."""
+    return Path(os.environ.get("SAPIENS_CHECKPOINT_ROOT") or DEFAULT_CHECKPOINT_ROOT).expanduser()
+
+
+def local_path(info: ModelInfo) -> Path:
+    """Where the reference layout keeps `info`'s file."""
+    return checkpoint_root() / info.folder / info.filename
+
+
+def cached_path(info: ModelInfo) -> Path | None:
+    """The file in the Hugging Face cache, if it is there (never touches the network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    found = try_to_load_from_cache(info.repo, info.filename)
+    return Path(found) if isinstance(found, str) else None
+
+
+def download(info: ModelInfo) -> Path:
+    """Fetch `info`'s file into the Hugging Face cache (or find it there) and return its path."""
+    here = local_path(info)
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError as e:  # pragma: no cover - a declared dependency
+        raise CheckpointNotFoundError(_not_found_message(info, here, "huggingface_hub is not installed")) from e
+    try:
+        return Path(hf_hub_download(info.repo, info.filename))
+    except Exception as e:  # offline, no network, no such repo, gated, ...: one clear error
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
+        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+            reason = "offline mode is on (HF_HUB_OFFLINE=1) and the file is not in the cache"
+        raise CheckpointNotFoundError(_not_found_message(info, here, reason)) from e
+
+
+def _not_found_message(info: ModelInfo, here: Path, reason: str) -> str:
+    hint = "" if info.hub_confirmed else " (the release lists no hub repo for this model; this repo name is a guess)"
+    return (
+        f"{info.filename} ({info.name}) was not found: not at {here}, and fetching it from the Hugging Face "
+        f"repo {info.repo}{hint} failed: {reason}.\n"
+        f"Get it with `sapiens2 download {info.name}` when online, or `huggingface-cli download {info.repo} "
+        f"{info.filename} --local-dir {here.parent}`, or put the file at {here} "
+        "(set SAPIENS_CHECKPOINT_ROOT to use another root)."
+    )
+
+
+def resolve(name_or_path: str | os.PathLike) -> tuple[Path, ModelInfo | None]:
+    """The checkpoint file for a path, an official name or hub id, and its zoo entry when it has one."""
+    text = str(name_or_path)
+    path = Path(text).expanduser()
+    if path.is_file():
+        return path, find_model(path.name)
+    if path.is_dir():
+        raise CheckpointError(path, "is a directory; give the checkpoint file inside it")
+    info = find_model(text)
+    if info is None:
+        if path.suffix or text.startswith((".", "~", os.sep)) or text.count("/") > 1:
+            raise CheckpointNotFoundError(f"{path}: no such checkpoint file")
+        close = suggest(text)
+        hint = f" Did you mean {', '.join(close)}?" if close else " Run `sapiens2 models` for the list."
+        raise UnknownModelError(f"{text!r} is neither a file nor an official Sapiens2 model name.{hint}")
+    for candidate in (local_path(info), cached_path(info)):
+        if candidate is not None and candidate.is_file():
+            return candidate, info
+    return download(info), info
+
+
+def load(
+    name_or_path: str | os.PathLike,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    allow_pickle: bool = False,
+    rope_dtype: torch.dtype | None = None,
+) -> nn.Module:
+    """The network for an official name (`sapiens2-pose-0.4b`), hub id (`facebook/sapiens2-pose-0.4b`) or file.
+
+    Returns the backbone for pretrain checkpoints and backbone + decode_head for task checkpoints, in eval
+    mode, float32 unless `dtype` says otherwise (the RoPE periods stay bfloat16, as in the reference).
+    `rope_dtype=torch.float32` computes RoPE in float32 instead of the reference's bfloat16.
+    Pickle files are refused unless `allow_pickle=True`, and then read with `weights_only=True`.
+    `device="meta"` checks the file against the network without reading any tensor data.
+    """
+    path, info = resolve(name_or_path)
+    shapes, tensors = _open(path, allow_pickle)
+    layout = _layout_for(path, shapes, info)
+    with torch.device("meta"):
+        model = build_model(layout.arch or layout.backbone, layout.task, None if layout.is_official else layout.head,
+                            rope_dtype=rope_dtype)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    _check_keys(path, expected, shapes, layout, info)
+    if torch.device(device or "cpu").type == "meta":
+        # Checks only: the layout and every key and shape were verified above; no tensor data is read.
+        return model.to(dtype or torch.float32).eval()
+    state = dict(_converted(tensors(), dtype or torch.float32, device))
+    periods_key = next(k for k in expected if k.endswith(_PERIODS))
+    if periods_key not in state:
+        # Deterministic from the arch: regenerated exactly as the reference creates it.
+        state[periods_key] = rope_periods(layout.backbone.head_dim, layout.backbone.rope_base).to(device or "cpu")
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def inspect(name_or_path: str | os.PathLike, allow_pickle: bool = False) -> CheckpointLayout:
+    """What a checkpoint holds (arch, task, head), from its header only."""
+    path, _ = resolve(name_or_path)
+    shapes, _ = _open(path, allow_pickle)
+    try:
+        return infer_layout(shapes)
+    except NotSapiens2Error as e:
+        raise CheckpointError(path, f"not a Sapiens2 checkpoint: {e}") from e
+
+
+def _open(path: Path, allow_pickle: bool):
+    """(key -> shape, a function yielding (key, tensor)) for a safetensors or, when allowed, a pickle file."""
+    if is_pickle_path(path):
+        if not allow_pickle:
+            raise UnsafeCheckpointError(
+                path, "is a pickle checkpoint, which can run arbitrary code when loaded. Pass allow_pickle=True "
+                "to read it with torch.load(weights_only=True), or use the .safetensors release of this model.")
+        sd = read_pickle_state_dict(path)
+        return {k: tuple(v.shape) for k, v in sd.items()}, lambda: iter(sd.items())
+    st = SafetensorsFile(path)
+    return st.shapes, st.iter_tensors
+
+
+def _layout_for(path: Path, shapes: Mapping[str, Sequence[int]], info: ModelInfo | None) -> CheckpointLayout:
+    """The layout to build: the zoo entry's when the file was named as an official model, else the file's own."""
+    try:
+        found = infer_layout(shapes)
+    except NotSapiens2Error as e:
+        if info is None:
+            raise CheckpointError(path, f"not a Sapiens2 checkpoint: {e}") from e
+        raise CheckpointMismatchError(path, f"expected {info.name} ({info.arch} {info.task}), but {e}") from e
+    if info is None:
+        return found
+    if found.arch != info.arch or found.task != info.task:
+        raise CheckpointMismatchError(
+            path, f"expected {info.name} ({info.arch} {info.task}), but the file looks like {found.describe()}")
+    head = None if info.task == "pretrain" else official_head_config(info.arch, info.task)
+    return CheckpointLayout(ARCHS[info.arch], info.task, head)
+
+
+def _check_keys(
+    path: Path,
+    expected: Mapping[str, tuple[int, ...]],
+    found: Mapping[str, Sequence[int]],
+    layout: CheckpointLayout,
+    info: ModelInfo | None,
+) -> None:
+    missing = [k for k in expected if k not in found and not k.endswith(_PERIODS)]
+    unexpected = [k for k in found if k not in expected]
+    mismatched = [k for k in expected if k in found and tuple(found[k]) != expected[k]]
+    if not (missing or unexpected or mismatched):
+        return
+    lines = [f"does not match {info.name if info else layout.describe()}:"]
+    lines += _listing("missing", missing, lambda k: f"{k} {list(expected[k])}")
+    lines += _listing("unexpected", unexpected, lambda k: f"{k} {list(found[k])}")
+    lines += _listing("wrong shape", mismatched, lambda k: f"{k}: file {list(found[k])}, model {list(expected[k])}")
+    try:
+        lines.append(f"The file looks like {infer_layout(found).describe()}, with {len(found)} tensors.")
+    except NotSapiens2Error as e:
+        lines.append(f"The file is not recognisable as Sapiens2: {e}.")
+    raise CheckpointMismatchError(path, "\n".join(lines))
+
+
+def _listing(title: str, keys: list[str], fmt) -> list[str]:
+    if not keys:
+        return []
+    shown = [f"    {fmt(k)}" for k in keys[:_LIST_AT_MOST]]
+    more = [f"    ... and {len(keys) - _LIST_AT_MOST} more"] if len(keys) > _LIST_AT_MOST else []
+    return [f"  {len(keys)} {title}:", *shown, *more]
+
+
+def _converted(
+    items: Iterable[tuple[str, torch.Tensor]], dtype: torch.dtype, device: str | torch.device | None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Each tensor in the target dtype and device, one at a time (RoPE periods always bfloat16)."""
+    for key, t in items:
+        target = torch.bfloat16 if key.endswith(_PERIODS) else dtype
+        if t.is_floating_point() and t.dtype != target:
+            t = t.to(target)
+        if device is not None:
+            t = t.to(device)
+        yield key, t
+
+
+def available_models() -> dict[str, Path | None]:
+    """Every official model and the local file that holds it (reference layout or hub cache), if any."""
+    out: dict[str, Path | None] = {}
+    for name, info in MODELS.items():
+        here = local_path(info)
+        out[name] = here if here.is_file() else cached_path(info)
+    return out

@@ -1,0 +1,52 @@
+"""Shared test setup: offline hub, the reference data beside the repo, and synthetic checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+_ST_DTYPES = {"float32": ("F32", 4), "bfloat16": ("BF16", 2), "float16": ("F16", 2)}
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    """The reference data (spec, fixtures) that sits beside the repository."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared (reference fixtures and spec) is not beside the repository")
+    return SHARED
+
+
+def write_sparse_safetensors(layout: dict[str, tuple[list[int], str]], path: Path) -> Path:
+    """A valid safetensors file with the given keys/shapes/dtypes whose data is all zeros.
+
+    The data section is a hole (`truncate`), so even a 5B-parameter layout costs no disk and no time.
+    """
+    header, offset = {}, 0
+    for key, (shape, dtype) in layout.items():
+        code, size = _ST_DTYPES[dtype]
+        n = size
+        for s in shape:
+            n *= s
+        header[key] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        f.truncate(8 + len(raw) + offset)
+    return path
+
+
+def official_layout(shared: Path, stem: str) -> dict[str, tuple[list[int], str]]:
+    """`keys/<stem>.json`: key -> (shape, dtype) of an official checkpoint."""
+    return {k: (v[0], v[1]) for k, v in json.loads((shared / "spec" / "keys" / f"{stem}.json").read_text()).items()}
