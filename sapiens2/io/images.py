@@ -185,19 +185,27 @@ def decode_image(
     if kind == "unsupported":
         raise UnsupportedImageFormatError(name, label)
 
+    # Pillow warns about odd-but-readable files (bad EXIF, surplus TIFF tags, its own softer pixel
+    # limit). The outcome is decided here, so the warnings go to the debug log with the file's name.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        array, orientation = _decode_pixels(data, name, label, max_pixels)
+    for w in caught:
+        logger.debug("%s: %s", name, w.message)
+    return _to_rgb8(_apply_orientation(array, orientation), bg, name)
+
+
+def _decode_pixels(data: bytes, name: str, label: str, max_pixels: int | None) -> tuple[np.ndarray, int]:
     img = _open_with_pillow(data, name, label, max_pixels)
     if img is None:
         # Pillow does not know this pixel layout (e.g. 3-channel float TIFF); OpenCV might.
-        return _to_rgb8(_decode_with_cv2(data, name, label, max_pixels), bg, name)
-
+        return _decode_with_cv2(data, name, label, max_pixels), 1
     with img:
         _load(img, name, label, data)
         orientation = _exif_orientation(img, name)
         if _needs_cv2(img, data):
-            array = _decode_with_cv2(data, name, label, max_pixels)
-        else:
-            array = _pillow_to_array(img, name)
-    return _to_rgb8(_apply_orientation(array, orientation), bg, name)
+            return _decode_with_cv2(data, name, label, max_pixels), orientation
+        return _pillow_to_array(img, name), orientation
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -332,15 +340,15 @@ def _as_text(chunk: bytes) -> str | None:
 def _open_with_pillow(data: bytes, name: str, label: str, max_pixels: int | None) -> Image.Image | None:
     """Parse the header. Returns None when Pillow cannot identify a TIFF (OpenCV may still decode it)."""
     try:
-        with warnings.catch_warnings():
-            # We enforce our own limit below, as an error; Pillow's softer warning is noise here.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
+        img = Image.open(io.BytesIO(data), formats=_PIL_FORMATS)
     except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(
-            name, f"{label} image is larger than Pillow's hard limit of {2 * Image.MAX_IMAGE_PIXELS} pixels"
-            f" (raise PIL.Image.MAX_IMAGE_PIXELS as well as max_pixels to allow it): {e}"
-        ) from e
+        hard = 2 * Image.MAX_IMAGE_PIXELS
+        if max_pixels is not None and max_pixels <= hard:
+            reason = f"{label} header claims more than {hard} pixels, over the limit of {max_pixels} (a decompression bomb?)"
+        else:
+            reason = (f"{label} header claims more than {hard} pixels, Pillow's own hard limit: raise"
+                      " PIL.Image.MAX_IMAGE_PIXELS as well as max_pixels to decode it")
+        raise ImageTooLargeError(name, reason) from e
     except UnidentifiedImageError as e:
         if label == "TIFF":
             return None
@@ -375,7 +383,8 @@ def _load(img: Image.Image, name: str, label: str, data: bytes) -> None:
 
 def _load_error(name: str, label: str, data: bytes | None, err: Exception, during: str) -> ImageDecodeError:
     """Map a Pillow failure on a recognised format to truncated / unsupported / corrupt."""
-    msg = str(err)
+    # Pillow's "cannot identify image file <_io.BytesIO object at 0x...>" says nothing useful.
+    msg = "Pillow cannot parse it" if isinstance(err, UnidentifiedImageError) else str(err)
     lowered = msg.lower()
     if "truncated" in lowered or "premature end" in lowered or isinstance(err, EOFError) or _missing_end(label, data):
         return TruncatedImageError(name, f"{label} file is truncated: it ends before the image data does ({msg})")
@@ -444,9 +453,7 @@ def _pillow_to_array(img: Image.Image, name: str) -> np.ndarray:
 
 def _exif_orientation(img: Image.Image, name: str) -> int:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow warns "Corrupt EXIF data"; we decide below
-            value = img.getexif().get(0x0112, 1)
+        value = img.getexif().get(0x0112, 1)
         orientation = int(value)
     except Exception as e:  # corrupt EXIF never fails an image whose pixels decode
         logger.debug("%s: unreadable EXIF, orientation ignored (%s)", name, e)
