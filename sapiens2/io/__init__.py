@@ -14,3 +14,11 @@ from sapiens2.io.images import (
     is_image_path,
     read_image,
 )
+from sapiens2.io.inputs import (
+    VIDEO_EXTENSIONS,
+    ExpandedInputs,
+    MissingInput,
+    MissingInputsError,
+    expand_inputs,
+    is_video_path,
+)
