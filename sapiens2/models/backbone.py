@@ -94,8 +94,13 @@ class Sapiens2Backbone(nn.Module):
         )
         self.ln1 = nn.RMSNorm(cfg.embed_dim, eps=1e-6)  # the final norm; the official key is top-level `ln1`
 
-    def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """All tokens after the final norm, and the patch grid (H, W) they came from."""
+    def tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
+        """All tokens after the final norm, and the patch grid (H, W) they came from.
+
+        `keep` (B x n, patch indices in row-major grid order, after the 4K tokenizer when there is one)
+        runs the blocks on those patches only, each keeping its own RoPE position: the masked encoder of
+        MAE-style pretraining. The output then has 9 + n tokens.
+        """
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"expected a B x {self.config.in_channels} x H x W image batch, got {tuple(x.shape)}")
         p = self.config.patch_size
@@ -105,15 +110,19 @@ class Sapiens2Backbone(nn.Module):
         if self.config.use_tokenizer:
             x, grid = self.tokenizer(x, grid)
         b = x.shape[0]
-        x = torch.cat((self.cls_token.expand(b, -1, -1), self.storage_tokens.expand(b, -1, -1), x), dim=1)
         rope = self.rope_embed(*grid)
+        if keep is not None:
+            x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
+            # Per-sample tables (B x 1 x n x d) broadcast over the heads.
+            rope = tuple(t[keep][:, None] for t in rope)
+        x = torch.cat((self.cls_token.expand(b, -1, -1), self.storage_tokens.expand(b, -1, -1), x), dim=1)
         use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
             x = checkpoint(block, x, rope, use_reentrant=False) if use_ckpt else block(x, rope)
         return self.ln1(x), grid
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.tokens(x)[0]
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        return self.tokens(x, keep)[0]
 
     def forward_featmap(self, x: torch.Tensor) -> torch.Tensor:
         """Patch tokens as a B x C x H x W feature map (prefix tokens dropped)."""

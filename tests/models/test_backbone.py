@@ -93,3 +93,20 @@ def test_pointmap_scale_branch_names_the_needed_input_size():
     assert points.shape == (1, 3, 128, 128) and scale.shape == (1, 1)
     with pytest.raises(ValueError, match="training input size"):
         model(torch.randn(1, 3, 256, 128))
+
+
+def test_keeping_every_patch_changes_nothing_and_a_subset_keeps_positions():
+    torch.manual_seed(0)
+    model = build_model(TINY, "pretrain").eval()
+    x = torch.randn(2, 3, 64, 48)  # 4 x 3 grid
+    with torch.no_grad():
+        full = model(x)
+        every = model(x, keep=torch.arange(12).expand(2, -1))
+        part = model(x, keep=torch.tensor([[0, 5, 7], [11, 2, 3]]))
+    torch.testing.assert_close(every, full)
+    assert part.shape == (2, 9 + 3, 32)
+    # Same kept set in another order: same tokens, permuted (positions travel with the tokens).
+    with torch.no_grad():
+        swapped = model(x, keep=torch.tensor([[7, 0, 5], [3, 11, 2]]))
+    torch.testing.assert_close(swapped[0, 9:], part[0, 9:][[2, 0, 1]], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(swapped[1, 9:], part[1, 9:][[2, 0, 1]], rtol=1e-5, atol=1e-5)
