@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sapiens2.detect import RTMDet, RTMDetConfig
+from sapiens2.detect.rtmdet import RTMDet, RTMDetConfig
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CASES = ("rtmdet_tiny_person", "rtmdet_m_topology_w0125_person")

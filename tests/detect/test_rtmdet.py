@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sapiens2.detect import RTMDet, RTMDetConfig
+from sapiens2.detect.rtmdet import RTMDet, RTMDetConfig
 from sapiens2.detect.checkpoint import infer_config
 from tests.detect.conftest import SMALL_M, FixtureCase
 
