@@ -1,0 +1,233 @@
+"""Sapiens v1 (ECCV 2024): a plain ViT (learned absolute positions, LayerNorm, GELU MLP) and its heads.
+
+Module names follow the v1 checkpoints (mmpretrain `VisionTransformer` for the backbone, mmpose
+`HeatmapHead` under `head.*` for pose, mmseg heads under `decode_head.*` for seg / depth / normal), so
+their state dicts load with no renaming. The patch-conv padding (2 px for pose and normal, none for seg
+and depth) is not in the weights; it comes with the task.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sapiens2.models.heads import _conv_units, _deconv_units
+
+V1_TASKS = ("pose", "seg", "depth", "normal")
+
+
+@dataclass(frozen=True)
+class Sapiens1Config:
+    """A v1 backbone. The official sizes are in `V1_ARCHS`."""
+
+    embed_dim: int
+    depth: int
+    num_heads: int
+    mlp_hidden: int | None = None  # None: 4 x embed_dim
+    patch_size: int = 16
+    in_channels: int = 3
+    patch_padding: int | None = None  # None: pad bottom/right up to a multiple of the patch ("corner")
+    with_cls_token: bool = False  # pretrain checkpoints have one; task checkpoints do not
+    pos_grid: tuple[int, int] = (64, 48)  # the grid `pos_embed` was trained for (H, W)
+
+    @property
+    def hidden(self) -> int:
+        return self.mlp_hidden or 4 * self.embed_dim
+
+
+V1_ARCHS: dict[str, Sapiens1Config] = {
+    "0.3b": Sapiens1Config(embed_dim=1024, depth=24, num_heads=16),
+    "0.6b": Sapiens1Config(embed_dim=1280, depth=32, num_heads=16),
+    "1b": Sapiens1Config(embed_dim=1536, depth=40, num_heads=24),
+    "2b": Sapiens1Config(embed_dim=1920, depth=48, num_heads=32),
+}
+
+
+class _PatchEmbed(nn.Module):
+    def __init__(self, cfg: Sapiens1Config) -> None:
+        super().__init__()
+        self.patch = cfg.patch_size
+        self.corner = cfg.patch_padding is None
+        self.projection = nn.Conv2d(cfg.in_channels, cfg.embed_dim, cfg.patch_size, cfg.patch_size,
+                                    padding=0 if self.corner else cfg.patch_padding)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        if self.corner:
+            x = F.pad(x, (0, -x.shape[-1] % self.patch, 0, -x.shape[-2] % self.patch))
+        x = self.projection(x)
+        return x.flatten(2).transpose(1, 2), (x.shape[-2], x.shape[-1])
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+class _Mlp(nn.Module):
+    """Keys `layers.0.0` (in) and `layers.1` (out), as mmcv's FFN names them."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.layers = nn.Sequential(nn.Sequential(nn.Linear(dim, hidden), nn.GELU()), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class _Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, hidden: int) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = _Attention(dim, num_heads)
+        self.ln2 = nn.LayerNorm(dim, eps=1e-6)
+        self.ffn = _Mlp(dim, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.ffn(self.ln2(x))
+
+
+class Sapiens1Backbone(nn.Module):
+    """Patch embed -> (+cls) -> + pos_embed (resized bicubic when the grid differs) -> blocks -> LayerNorm."""
+
+    def __init__(self, config: Sapiens1Config) -> None:
+        super().__init__()
+        cfg = config
+        self.config = cfg
+        self.num_prefix_tokens = int(cfg.with_cls_token)
+        self.patch_embed = _PatchEmbed(cfg)
+        if cfg.with_cls_token:
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
+        gh, gw = cfg.pos_grid
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + gh * gw, cfg.embed_dim))
+        self.layers = nn.ModuleList(_Block(cfg.embed_dim, cfg.num_heads, cfg.hidden) for _ in range(cfg.depth))
+        self.ln1 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+
+    def _positions(self, grid: tuple[int, int]) -> torch.Tensor:
+        pos = self.pos_embed
+        if grid == tuple(self.config.pos_grid):
+            return pos
+        prefix, patches = pos[:, : self.num_prefix_tokens], pos[:, self.num_prefix_tokens :]
+        gh, gw = self.config.pos_grid
+        patches = patches.reshape(1, gh, gw, -1).permute(0, 3, 1, 2).float()
+        patches = F.interpolate(patches, size=grid, mode="bicubic", align_corners=False)
+        patches = patches.flatten(2).transpose(1, 2).to(pos.dtype)
+        return torch.cat((prefix, patches), dim=1)
+
+    def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(f"expected a B x {self.config.in_channels} x H x W image batch, got {tuple(x.shape)}")
+        x, grid = self.patch_embed(x)
+        if self.config.with_cls_token:
+            x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
+        x = x + self._positions(grid)
+        for layer in self.layers:
+            x = layer(x)
+        return self.ln1(x), grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """All tokens after the final norm (cls first when the model has one)."""
+        return self.tokens(x)[0]
+
+    def forward_featmap(self, x: torch.Tensor) -> torch.Tensor:
+        tokens, (h, w) = self.tokens(x)
+        patches = tokens[:, self.num_prefix_tokens :]
+        return patches.reshape(patches.shape[0], h, w, -1).permute(0, 3, 1, 2)
+
+
+@dataclass(frozen=True)
+class V1HeadConfig:
+    """Deconvs (x2 each), 1x1 convs, then a 1x1 classifier: every v1 head has this shape."""
+
+    in_channels: int
+    deconv_channels: tuple[int, ...]
+    conv_channels: tuple[int, ...]
+    out_channels: int
+    deconv_kernels: tuple[int, ...] | None = None  # None: 4 for every deconv
+    conv_kernels: tuple[int, ...] | None = None  # None: 1 for every conv
+
+
+class V1Head(nn.Module):
+    """The v1 head; its classifier is `final_layer` for pose (mmpose) and `conv_seg` otherwise (mmseg)."""
+
+    def __init__(self, cfg: V1HeadConfig, classifier: str) -> None:
+        super().__init__()
+        dk = cfg.deconv_kernels or (4,) * len(cfg.deconv_channels)
+        ck = cfg.conv_kernels or (1,) * len(cfg.conv_channels)
+        self.deconv_layers = _deconv_units(cfg.in_channels, cfg.deconv_channels, dk)
+        self.conv_layers = _conv_units(cfg.deconv_channels[-1], cfg.conv_channels, ck)
+        self.classifier_name = classifier
+        setattr(self, classifier, nn.Conv2d(cfg.conv_channels[-1], cfg.out_channels, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self, self.classifier_name)(self.conv_layers(self.deconv_layers(x)))
+
+
+class Sapiens1TaskModel(nn.Module):
+    """backbone + head (`head.*` for pose, `decode_head.*` for seg / depth / normal); raw head output."""
+
+    def __init__(self, backbone: Sapiens1Backbone, head: V1Head, task: str) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.task = task
+        if task == "pose":
+            self.head = head
+        else:
+            self.decode_head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        head = self.head if self.task == "pose" else self.decode_head
+        return head(self.backbone.forward_featmap(x))
+
+
+def v1_patch_padding(task: str) -> int | None:
+    """Pose and normal models were trained with a 2-px padded patch conv; seg, depth and pretrain without."""
+    return 2 if task in ("pose", "normal") else None
+
+
+def official_v1_head_config(arch: str, task: str, num_keypoints: int = 308) -> V1HeadConfig:
+    c = V1_ARCHS[arch].embed_dim
+    if task == "pose":
+        return V1HeadConfig(c, (768, 768), (768, 768), num_keypoints)
+    if task == "seg":
+        return V1HeadConfig(c, (768, 768, 768), (768, 768, 768), 28)
+    if task == "depth":
+        return V1HeadConfig(c, (384, 384, 384, 384), (384, 384), 1)
+    if task == "normal":
+        return V1HeadConfig(c, (768, 768, 768), (768, 768, 768), 3)
+    raise ValueError(f"unknown v1 task {task!r}; expected one of {', '.join(V1_TASKS)}")
+
+
+def build_sapiens1(config: Sapiens1Config, task: str, head: V1HeadConfig | None = None) -> nn.Module:
+    """A v1 network: the bare backbone for 'pretrain', else backbone + head."""
+    backbone = Sapiens1Backbone(config)
+    if task == "pretrain":
+        return backbone
+    if head is None:
+        raise ValueError("a v1 task model needs a head config (see official_v1_head_config)")
+    return Sapiens1TaskModel(backbone, V1Head(head, "final_layer" if task == "pose" else "conv_seg"), task)
+
+
+def pos_grid_for(tokens: int, square: bool) -> tuple[int, int]:
+    """The (H, W) grid of a stored pos_embed: square for pretrain, 4:3 (H:W) for the 1024x768 task models."""
+    if not square:
+        k = math.isqrt(tokens // 12)
+        if 12 * k * k == tokens:
+            return 4 * k, 3 * k
+    side = math.isqrt(tokens)
+    if side * side != tokens:
+        raise ValueError(f"a pos_embed of {tokens} patch positions is neither 4:3 nor square")
+    return side, side
