@@ -22,3 +22,14 @@ from sapiens2.io.inputs import (
     expand_inputs,
     is_video_path,
 )
+from sapiens2.io.writers import (
+    atomic_open,
+    remove_stale_temp_files,
+    write_bytes,
+    write_errors_json,
+    write_image,
+    write_json,
+    write_npy,
+    write_npz,
+    write_text,
+)
