@@ -6,8 +6,9 @@ The rules are those of COCO's keypoint evaluation as the reference runs it (xtco
   when its `area` is outside the range; a detection with no point scored > 0 is dropped (xtcocotools);
 - at each OKS threshold (0.50:0.05:0.95) every detection, best score first, takes the unmatched GT with the
   highest OKS >= threshold, preferring non-ignored GTs; crowds may be matched many times;
-- a detection matched to an ignored GT, or unmatched with its own area (the box around its predicted points)
-  outside the range, is neither a true nor a false positive;
+- a detection matched to an ignored GT, or unmatched with its own area (the box around its predicted points;
+  around its 17 body points for the 308 and 133 sets, as in the reference) outside the range, is neither a true
+  nor a false positive;
 - precision is made monotone and read at 101 recall points; AP and AR average over thresholds.
 A setting with no non-ignored GT reports -1, as COCO does.
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .keypoint_sets import SUBSETS_308, coco17, keypoints308, subset308
+from ..keypoints.metadata import load_keypoint_set
 from .oks import oks
 
 OKS_THRESHOLDS = np.linspace(0.5, 0.95, 10)
@@ -314,27 +315,56 @@ def _summarize(precision: np.ndarray, recall: np.ndarray, labels: list[str], thr
     }
 
 
+# Keypoint sets by size, and the subsets each is also scored on (the reference prints its five subset runs).
+_SETS_BY_SIZE = {308: "keypoints308", 133: "coco_wholebody133", 17: "coco17"}
+SUBSETS = ("body", "foot", "face", "left_hand", "right_hand")
+
+
+def keypoint_sigmas(set_name: str, subset: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """OKS sigmas (float64) of a keypoint set or one of its subsets, and the indices of those points."""
+    kset = load_keypoint_set(set_name)
+    if subset is None:
+        index = np.arange(kset.num_keypoints)
+    elif subset in kset.subsets:
+        index = np.asarray(kset.subsets[subset], dtype=np.int64)
+    else:
+        raise KeyError(f"{set_name} has no subset {subset!r}; known: {sorted(kset.subsets)}")
+    return np.asarray(kset.sigmas, dtype=np.float64)[index], index
+
+
+def body_sized(det: KeypointDetections, body: np.ndarray) -> KeypointDetections:
+    """The same detections with `area` taken from the box around the body points only."""
+    sized = KeypointDetections(det.image_ids, det.keypoints[:, body], det.scores)
+    return KeypointDetections(det.image_ids, det.keypoints, det.scores, sized.area)
+
+
 def evaluate_keypoints(
     gt: KeypointAnnotations, det: KeypointDetections, max_dets: int = MAX_DETS
 ) -> dict[str, dict[str, float]]:
-    """Every AP/AR table the keypoint count allows.
+    """Every AP/AR table the keypoint count allows, keyed by what was scored.
 
-    308 points: "wholebody" (all 308, the reference's headline numbers) and the body / foot / face /
-    left_hand / right_hand subsets, each with its own sigmas. 17 points: "coco17". A 308-point GT with
-    17-point predictions is scored on the body subset, which is in COCO-17 order.
+    308 points: "wholebody" (all 308 with their sigmas, the reference's headline numbers), then body / foot /
+    face / left_hand / right_hand, each on its own points and sigmas. 133 points (COCO-WholeBody): the same
+    groups. 17 points: "coco17". A 308-point GT with 17-point predictions is scored on its body subset,
+    which is in COCO-17 order with the COCO sigmas.
     """
     k_gt, k_det = gt.num_keypoints, det.num_keypoints
     if k_gt == 308 and k_det == 17:
-        _, body = subset308("body")
-        return {"coco17": keypoint_ap(gt.select(body), det, coco17().sigmas, max_dets)}
+        sigmas, body = keypoint_sigmas("keypoints308", "body")
+        return {"coco17": keypoint_ap(gt.select(body), det, sigmas, max_dets)}
     if k_gt != k_det:
         raise ValueError(f"GT has {k_gt} keypoints per person but predictions have {k_det}")
-    if k_gt == 17:
-        return {"coco17": keypoint_ap(gt, det, coco17().sigmas, max_dets)}
-    if k_gt == 308:
-        results = {"wholebody": keypoint_ap(gt, det, keypoints308().sigmas, max_dets)}
-        for name in SUBSETS_308:
-            kset, index = subset308(name)
-            results[name] = keypoint_ap(gt.select(index), det.select(index), kset.sigmas, max_dets)
-        return results
-    raise ValueError(f"no sigmas known for {k_gt} keypoints per person (expected 308 or 17)")
+    if k_gt not in _SETS_BY_SIZE:
+        raise ValueError(f"no sigmas known for {k_gt} keypoints per person (expected one of {sorted(_SETS_BY_SIZE)})")
+    set_name = _SETS_BY_SIZE[k_gt]
+    sigmas, _ = keypoint_sigmas(set_name)
+    if set_name == "coco17":
+        return {"coco17": keypoint_ap(gt, det, sigmas, max_dets)}
+    # The reference's COCO tools size a detection (for the area ranges) by the box around its 17 body points,
+    # the `keypoints` field of its results, in every run including the whole-body one.
+    det = body_sized(det, keypoint_sigmas(set_name, "body")[1])
+    results = {"wholebody": keypoint_ap(gt, det, sigmas, max_dets)}
+    for name in SUBSETS:
+        sub_sigmas, index = keypoint_sigmas(set_name, name)
+        results[name] = keypoint_ap(gt.select(index), det.select(index), sub_sigmas, max_dets)
+    return results

@@ -14,8 +14,7 @@ import pytest
 pytest.importorskip("pycocotools")
 
 from sapiens2.metrics import evaluate
-from sapiens2.metrics.keypoint_sets import coco17, keypoints308, subset308
-from sapiens2.metrics.pose import METRIC_NAMES, KeypointAnnotations, KeypointDetections, keypoint_ap
+from sapiens2.metrics.pose import METRIC_NAMES, KeypointAnnotations, KeypointDetections, keypoint_ap, keypoint_sigmas
 
 from .synthetic_coco import cocoeval_keypoint_stats, make_keypoint_dataset
 
@@ -46,7 +45,7 @@ def _ours(gt: dict, results: list[dict], sigmas: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", range(6))
 def test_coco17_matches_cocoeval(seed):
-    sigmas = coco17().sigmas
+    sigmas, _ = keypoint_sigmas("coco17")
     gt, results = make_keypoint_dataset(np.random.default_rng(seed), 120, 17, sigmas)
     expected = cocoeval_keypoint_stats(gt, results, sigmas)
     assert (expected[:5] > 0.05).all() and (expected[:5] < 0.95).all()  # the data is neither trivial nor hopeless
@@ -55,7 +54,7 @@ def test_coco17_matches_cocoeval(seed):
 
 @pytest.mark.parametrize("seed", range(2))
 def test_308_matches_cocoeval_with_308_sigmas(seed):
-    sigmas = keypoints308().sigmas
+    sigmas, _ = keypoint_sigmas("keypoints308")
     gt, results = make_keypoint_dataset(np.random.default_rng(100 + seed), 60, 308, sigmas)
     expected = cocoeval_keypoint_stats(gt, results, sigmas)
     np.testing.assert_allclose(_ours(gt, results, sigmas), expected, rtol=0, atol=1e-6)
@@ -64,10 +63,10 @@ def test_308_matches_cocoeval_with_308_sigmas(seed):
 @pytest.mark.parametrize("subset", ["foot", "left_hand", "face"])
 def test_308_subset_matches_cocoeval_on_the_subset(subset):
     """Subsets are evaluated by the same code on the subset's columns and sigmas."""
-    kset, index = subset308(subset)
-    gt, results = make_keypoint_dataset(np.random.default_rng(7), 60, len(index), kset.sigmas)
-    expected = cocoeval_keypoint_stats(gt, results, kset.sigmas)
-    np.testing.assert_allclose(_ours(gt, results, kset.sigmas), expected, rtol=0, atol=1e-6)
+    sigmas, index = keypoint_sigmas("keypoints308", subset)
+    gt, results = make_keypoint_dataset(np.random.default_rng(7), 60, len(index), sigmas)
+    expected = cocoeval_keypoint_stats(gt, results, sigmas)
+    np.testing.assert_allclose(_ours(gt, results, sigmas), expected, rtol=0, atol=1e-6)
 
 
 def test_fewer_max_dets_matches_cocoeval():
@@ -77,7 +76,7 @@ def test_fewer_max_dets_matches_cocoeval():
     import contextlib
     import io
 
-    sigmas = coco17().sigmas
+    sigmas, _ = keypoint_sigmas("coco17")
     gt, results = make_keypoint_dataset(np.random.default_rng(11), 100, 17, sigmas)
     with contextlib.redirect_stdout(io.StringIO()):
         coco_gt = COCO()
@@ -93,18 +92,37 @@ def test_fewer_max_dets_matches_cocoeval():
     np.testing.assert_allclose(ours["AR"], ev.eval["recall"][:, 0, 0, 0].mean(), atol=1e-6)
 
 
-def test_evaluate_from_json_files_matches_cocoeval(tmp_path):
-    """The file path: COCO JSON in, the same numbers out; 308 points go through the reference's field name."""
-    sigmas = keypoints308().sigmas
-    gt, results = make_keypoint_dataset(np.random.default_rng(5), 40, 308, sigmas)
-    expected = cocoeval_keypoint_stats(gt, results, sigmas)
+def _sliced(gt: dict, results: list[dict], index: np.ndarray) -> tuple[dict, list[dict]]:
+    """The dataset restricted to some keypoints, with `num_keypoints` recounted as the reference does."""
+    def cut(kp: list[float]) -> np.ndarray:
+        return np.asarray(kp).reshape(-1, 3)[index]
+
+    anns = []
     for a in gt["annotations"]:
-        a["goliath_wholebody_kpts"] = a.pop("keypoints")
-    for r in results:
-        r["goliath_wholebody_kpts"] = r.pop("keypoints")
-    (tmp_path / "gt.json").write_text(json.dumps(gt))
-    (tmp_path / "pred.json").write_text(json.dumps(results))
+        kp = cut(a["keypoints"])
+        anns.append(dict(a, keypoints=kp.ravel().tolist(), num_keypoints=int(np.count_nonzero(kp[:, 2] > 0))))
+    return dict(gt, annotations=anns), [dict(r, keypoints=cut(r["keypoints"]).ravel().tolist()) for r in results]
+
+
+def test_evaluate_from_json_files_matches_cocoeval(tmp_path):
+    """COCO JSON with the reference's 308-point field in; every group agrees with COCOeval on its points.
+
+    Only the 'all' area range is compared here: the reference sizes detections by their body points (its
+    `keypoints` field), while COCOeval fed the full points sizes them by all points; see test_pose.py.
+    """
+    sigmas, _ = keypoint_sigmas("keypoints308")
+    gt, results = make_keypoint_dataset(np.random.default_rng(5), 40, 308, sigmas)
+    gt308 = dict(gt, annotations=[dict(a, goliath_wholebody_kpts=a["keypoints"]) for a in gt["annotations"]])
+    for a in gt308["annotations"]:
+        del a["keypoints"]
+    (tmp_path / "gt.json").write_text(json.dumps(gt308))
+    (tmp_path / "pred.json").write_text(json.dumps([{**r, "goliath_wholebody_kpts": r["keypoints"]} for r in results]))
     out = evaluate("pose", tmp_path / "pred.json", tmp_path / "gt.json")
-    assert set(out["metrics"]) == {"wholebody", "body", "foot", "face", "left_hand", "right_hand"}
-    ours = np.asarray([out["metrics"]["wholebody"][n] for n in METRIC_NAMES])
-    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6)
+    assert list(out["metrics"]) == ["wholebody", "body", "foot", "face", "left_hand", "right_hand"]
+    names = ["AP", "AP50", "AP75", "AR", "AR50", "AR75"]
+    picks = [METRIC_NAMES.index(n) for n in names]
+    for group in out["metrics"]:
+        sub_sigmas, index = keypoint_sigmas("keypoints308", None if group == "wholebody" else group)
+        expected = cocoeval_keypoint_stats(*_sliced(gt, results, index), sub_sigmas)[picks]
+        ours = np.asarray([out["metrics"][group][n] for n in names])
+        np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-6, err_msg=group)
