@@ -30,7 +30,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from ..keypoints.udp import HEATMAP_SIZE, INPUT_SIZE
+from ..keypoints.udp import HEATMAP_SIZE, INPUT_SIZE, udp_decode
 
 __all__ = [
     "INPUT_SIZE",
@@ -48,6 +48,7 @@ __all__ = [
     "crop_people",
     "image_to_crop",
     "crop_to_image",
+    "heatmaps_to_keypoints",
     "flip_heatmaps_back",
     "average_flip_heatmaps",
 ]
@@ -224,6 +225,24 @@ def crop_to_image(keypoints: Any, centers: Any, scales: Any, input_size: tuple[i
         s = s.reshape(-1, 1, 2)
     size = np.asarray(input_size, dtype=np.float64)
     return kp / size * s + c - 0.5 * s
+
+
+def heatmaps_to_keypoints(
+    heatmaps: Any,
+    centers: Any,
+    scales: Any,
+    input_size: tuple[int, int] = INPUT_SIZE,
+    blur_kernel_size: int = 11,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K, H, W) heatmaps of N crops -> ((N, K, 2) image keypoints, (N, K) scores).
+
+    ``udp_decode`` followed by ``crop_to_image``; pass the flip-averaged heatmaps for
+    the flip test.
+    """
+    kp, scores = udp_decode(heatmaps, input_size=input_size, blur_kernel_size=blur_kernel_size)
+    if kp.ndim == 2:
+        kp, scores = kp[None], scores[None]
+    return crop_to_image(kp, centers, scales, input_size), scores
 
 
 def _is_torch(x: Any) -> bool:
