@@ -106,8 +106,8 @@ def udp_warp_matrix(
     """The (2, 3) float32 UDP affine matrix from image to crop pixels.
 
     ``rotation`` is in degrees (0 at test time; training rotates about the centre).
-    The arithmetic runs in the dtype of ``center``/``scale`` (float32 for float32 boxes,
-    as in the reference pipeline), so the matrix matches the reference bit for bit.
+    The arithmetic runs in the dtype of ``center``/``scale`` (float32 for float32 boxes)
+    in the reference's order of operations, to mirror its float32 rounding.
     """
     c = np.asarray(center).reshape(2)
     s = np.asarray(scale).reshape(2)
