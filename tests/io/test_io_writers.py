@@ -210,25 +210,38 @@ def test_os_failures_keep_old_content(target: Path, monkeypatch: pytest.MonkeyPa
     assert leftovers(target.parent) == []
 
 
-_FULL_DISK_CHILD = r"""
-import errno, resource, signal, sys
-from sapiens2.io.writers import write_bytes
+# The children load writers.py on its own: the package import (torch) would cost seconds.
+_LOAD = r"""
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("writers_under_test", sys.argv[2])
+writers = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(writers)
+"""
+
+_FULL_DISK_CHILD = _LOAD + r"""
+import errno, resource, signal
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # over the limit, write() then fails with EFBIG
 resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
 try:
-    write_bytes(sys.argv[1], b"n" * 300_000)
+    writers.write_bytes(sys.argv[1], b"n" * 300_000)
 except OSError as e:
     sys.exit(3 if e.errno == errno.EFBIG else 4)
 sys.exit(0)
+"""
+
+_KILLED_CHILD = _LOAD + r"""
+import os
+with writers.atomic_open(sys.argv[1]) as f:
+    f.write(b"new" * 100_000)
+    f.flush()
+    os.kill(os.getpid(), 9)  # die hard, mid-write, before the rename
 """
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGXFSZ"), reason="needs POSIX file-size limits")
 def test_real_write_failure_part_way_keeps_old_content(target: Path) -> None:
     """The kernel refuses the write after 100 kB of 300 kB, as a full disk would."""
-    repo = Path(writers.__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, "-c", _FULL_DISK_CHILD, str(target)], cwd=repo, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(repo)})
+    proc = subprocess.run([sys.executable, "-c", _FULL_DISK_CHILD, str(target), writers.__file__], timeout=60)
     assert proc.returncode == 3
     assert target.read_bytes() == OLD
     assert leftovers(target.parent) == []
@@ -241,21 +254,9 @@ def test_target_that_is_a_directory(tmp_path: Path) -> None:
     assert leftovers(tmp_path) == [] and (tmp_path / "x.json").is_dir()
 
 
-_CHILD = r"""
-import os, sys
-from sapiens2.io.writers import atomic_open
-with atomic_open(sys.argv[1]) as f:
-    f.write(b"new" * 100_000)
-    f.flush()
-    os.kill(os.getpid(), 9)  # die hard, mid-write, before the rename
-"""
-
-
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_hard_kill_mid_write_never_damages_the_target(target: Path) -> None:
-    repo = Path(writers.__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, "-c", _CHILD, str(target)], cwd=repo, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(repo)})
+    proc = subprocess.run([sys.executable, "-c", _KILLED_CHILD, str(target), writers.__file__], timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert target.read_bytes() == OLD
     # A killed process cannot clean up: its temp file is recognisable, and swept away on request.
