@@ -8,7 +8,7 @@ Conversions, chosen once and applied to every format:
 
 - **Orientation.** EXIF tag 0x0112 values 1..8 are applied. A missing, unreadable or out-of-range tag
   means "upright"; a corrupt EXIF block never fails an image whose pixels decode.
-- **Alpha** (LA, RGBA, PA, palette with transparency, 16-bit and float alpha) is composited onto
+- **Alpha** (LA, RGBA, PA, palette transparency, PNG colour keys, 16-bit and float alpha) is composited onto
   **black** by default, i.e. the colour is premultiplied by alpha. Fully transparent pixels therefore
   carry no hidden colour whatever the encoder stored under them, and a cutout on black is exactly
   ``foreground * alpha``, the convention matting data uses. Pass ``background=`` for another colour.
@@ -23,12 +23,21 @@ Conversions, chosen once and applied to every format:
   PNG): clipped to ``[0, 65535]`` and scaled as above.
 - **Float** images (TIFF/PFM, gray or colour) are taken to hold intensities in ``[0, 1]``: clipped,
   times 255, rounded; NaN becomes 0. A float map in other units (depth in metres, say) is not an image
-  and should be read with a dedicated reader.
+  and should be read with a dedicated reader. Colour float TIFF, which Pillow cannot open, is decoded
+  by OpenCV, and its orientation tag is not applied.
 - **Animated / multi-page** files (GIF, APNG, WebP, TIFF) give their first frame.
+
+Formats: JPEG (incl. MPO), PNG/APNG, BMP, TIFF, WebP, GIF, JPEG 2000, PNM/PFM, QOI, and AVIF when
+Pillow has libavif; see `IMAGE_EXTENSIONS`. The format is recognised from the bytes, not the name.
+HEIC/HEIF, JPEG XL, OpenEXR, PSD, SVG and PDF are recognised and refused with
+`UnsupportedImageFormatError` (no decoder for them is a dependency).
 
 Decoding is done with Pillow, whose errors (unlike ``cv2.imread``'s silent ``None`` or half-grey
 picture) tell a truncated file from a corrupt one, and whose header parse gives the image size before
-any pixel is decoded, which is where the decompression-bomb limit is enforced.
+any pixel is decoded, which is where the decompression-bomb limit (``max_pixels``) is enforced. Pillow's
+own hard stop (``2 * PIL.Image.MAX_IMAGE_PIXELS``) still applies above that. Pillow's warnings during a
+decode are sent to this module's debug log; capturing them uses ``warnings.catch_warnings``, which is
+process-wide, so decode in worker processes rather than threads if other threads rely on warnings.
 """
 
 from __future__ import annotations
@@ -437,7 +446,10 @@ def _decode_with_cv2(data: bytes, name: str, label: str, max_pixels: int | None)
 def _pillow_to_array(img: Image.Image, name: str) -> np.ndarray:
     """The image as a numpy array in one of the layouts `_to_rgb8` understands."""
     mode = img.mode
-    if mode in ("1", "L", "LA", "RGB", "RGBA", "I", "F") or mode.startswith("I;16"):
+    if mode in ("L", "RGB", "I") or mode.startswith("I;16"):
+        # A tRNS colour key (PNG) makes one gray level / colour transparent.
+        return _colour_key_to_alpha(np.asarray(img), img.info.get("transparency"))
+    if mode in ("1", "LA", "RGBA", "F"):
         return np.asarray(img)
     has_alpha = (
         mode in ("PA", "RGBa", "La")
@@ -449,6 +461,19 @@ def _pillow_to_array(img: Image.Image, name: str) -> np.ndarray:
         return np.asarray(img.convert("RGBA" if has_alpha else "RGB"))
     except Exception as e:
         raise UnsupportedImageFormatError(name, f"{img.format} colour mode {mode!r} cannot be converted to RGB ({e})") from e
+
+
+def _colour_key_to_alpha(a: np.ndarray, key: object) -> np.ndarray:
+    """Append an alpha channel that is 0 where the pixel equals ``key`` (in the array's own units)."""
+    if isinstance(key, int) and a.ndim == 2:
+        transparent = a == key
+    elif isinstance(key, tuple) and a.ndim == 3 and len(key) == a.shape[2]:
+        transparent = np.all(a == np.asarray(key, dtype=a.dtype), axis=-1)
+    else:
+        return a
+    opaque = 255 if a.dtype == np.uint8 else 65535
+    alpha = np.where(transparent, 0, opaque).astype(a.dtype)
+    return np.concatenate([a.reshape(*a.shape[:2], -1), alpha[..., None]], axis=-1)
 
 
 def _exif_orientation(img: Image.Image, name: str) -> int:

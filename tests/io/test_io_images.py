@@ -538,3 +538,30 @@ def test_arbitrary_bytes_never_escape_the_error_hierarchy(data: bytes) -> None:
 def test_module_is_documented() -> None:
     doc = images.__doc__ or ""
     assert "black" in doc and "RGB" in doc and "16-bit" in doc
+
+
+@pytest.mark.parametrize(
+    ("pixels", "key"),
+    [(np.array([[10, 200]], np.uint8), 10), (np.array([[[1, 2, 3], [200, 100, 50]]], np.uint8), (1, 2, 3))],
+)
+def test_png_colour_key_transparency(pixels: np.ndarray, key) -> None:
+    """PNG tRNS on a gray or RGB image marks one value transparent; it must not be dropped."""
+    out = decode_image(encode(pixels, "PNG", transparency=key), "keyed.png")
+    opaque = pixels[0, 1] if pixels.ndim == 3 else [pixels[0, 1]] * 3
+    assert out[0, 0].tolist() == [0, 0, 0] and out[0, 1].tolist() == list(opaque)
+
+
+def test_16bit_png_colour_key_transparency() -> None:
+    gray = cv2.imencode(".png", np.array([[1000, 65535]], np.uint16))[1].tobytes()
+    rgb = cv2.imencode(".png", np.array([[[3000, 2000, 1000], [0, 0, 65535]]], np.uint16))[1].tobytes()
+    at = 8 + 25  # right after IHDR
+    gray = gray[:at] + png_chunk(b"tRNS", struct.pack(">H", 1000)) + gray[at:]
+    rgb = rgb[:at] + png_chunk(b"tRNS", struct.pack(">HHH", 1000, 2000, 3000)) + rgb[at:]
+    assert decode_image(gray, "g16.png").tolist() == [[[0, 0, 0], [255, 255, 255]]]
+    assert decode_image(rgb, "rgb16.png").tolist() == [[[0, 0, 0], [255, 0, 0]]]
+
+
+def test_format_comes_from_the_bytes_not_the_name(tmp_path: Path) -> None:
+    path = tmp_path / "actually_a_png.jpg"
+    path.write_bytes(encode(quadrants(), "PNG"))
+    np.testing.assert_array_equal(read_image(path), quadrants())
