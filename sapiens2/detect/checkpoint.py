@@ -1,0 +1,307 @@
+"""Reading the official RTMDet checkpoint safely, converting it to safetensors, and strict loading.
+
+The official detector file is an mmengine checkpoint: a `torch.save` zip holding
+`{"meta": {...}, "state_dict": {...}}`, where `meta` carries training bookkeeping (numpy scalars and arrays,
+strings, dicts, sometimes objects of mmengine's own classes). Unpickling can run arbitrary code, so it is read
+here with a restricted unpickler:
+
+- tensors, `OrderedDict`, a few inert builtins and numpy's array/scalar/dtype reconstructors resolve to
+  the real objects (an explicit allow-list);
+- classes from the OpenMMLab training stack (`mmengine`, `mmdet`, `mmcv`, ...) become inert placeholders
+  that only record the data the pickle gives them; none of their code is imported or run;
+- any other global (`os.system`, `builtins.eval`, `subprocess.Popen`, ...) stops the load with
+  `UnsafeCheckpointError` before it is ever called.
+
+Only the zip format is accepted; the legacy pre-1.6 format (a bare pickle stream) is refused unread.
+`convert_detector_checkpoint` writes the state dict once as `.safetensors`; `read_detector_state_dict`
+then prefers that file when it sits next to the `.pth` and is not older than it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import codecs
+import collections
+import os
+import pickle
+import types
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from sapiens2.detect.rtmdet import RTMDet, RTMDetConfig, shared_head_keys
+
+_LIST_LIMIT = 12
+
+
+class DetectorCheckpointError(ValueError):
+    """A detector checkpoint that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class UnsafeCheckpointError(DetectorCheckpointError):
+    """A pickle that references code outside the allow-list; nothing from it was executed."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The restricted unpickler
+
+
+class _Placeholder:
+    """Stands in for an object of a training-framework class: keeps what the pickle passes, runs nothing."""
+
+    qualified_name = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Placeholder:
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs, self.state = args, kwargs, None
+        self.items: dict[Any, Any] = {}
+        self.values: list[Any] = []
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    # dict and list subclasses are rebuilt through SETITEMS / APPENDS.
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.items[key] = value
+
+    def append(self, value: Any) -> None:
+        self.values.append(value)
+
+    def extend(self, values: Any) -> None:
+        self.values.extend(values)
+
+    def __repr__(self) -> str:
+        return f"<placeholder for {self.qualified_name}>"
+
+
+_PLACEHOLDER_PACKAGES = ("mmengine", "mmdet", "mmcv", "mmpose", "mmyolo", "mmpretrain", "mmcls")
+_placeholders: dict[str, type] = {}
+
+
+def _placeholder(module: str, name: str) -> type:
+    key = f"{module}.{name}"
+    if key not in _placeholders:
+        _placeholders[key] = type(name, (_Placeholder,), {"qualified_name": key, "__module__": __name__})
+    return _placeholders[key]
+
+
+def _numpy_globals() -> dict[tuple[str, str], Any]:
+    core = getattr(np, "_core", None) or np.core
+    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    # Pickles name numpy's core module as numpy.core (numpy 1) or numpy._core (numpy 2); both mean the same.
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "_reconstruct")] = core.multiarray._reconstruct
+        allowed[(mod, "scalar")] = core.multiarray.scalar
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        for name in dir(dtypes):
+            obj = getattr(dtypes, name)
+            if isinstance(obj, type) and issubclass(obj, np.dtype):
+                allowed[("numpy.dtypes", name)] = obj
+    return allowed
+
+
+_ALLOWED: dict[tuple[str, str], Any] = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch", "Size"): torch.Size,
+    ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles carry bytes (numpy array data)
+    **{("builtins", n): getattr(builtins, n) for n in ("set", "frozenset", "complex", "slice", "bytearray")},
+    **_numpy_globals(),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[(module, name)]
+        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
+            return getattr(torch, name)
+        if module.split(".")[0] in _PLACEHOLDER_PACKAGES:
+            return _placeholder(module, name)
+        raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}' (not on the allow-list)")
+
+
+def _restricted_load(file: Any, **kwargs: Any) -> Any:
+    return _RestrictedUnpickler(file, **kwargs).load()
+
+
+# torch.load takes a "pickle module": anything with an Unpickler class and a load function.
+_restricted_pickle = types.ModuleType("sapiens2_restricted_pickle")
+_restricted_pickle.Unpickler = _RestrictedUnpickler  # type: ignore[attr-defined]
+_restricted_pickle.load = _restricted_load  # type: ignore[attr-defined]
+_restricted_pickle.__name__ = "sapiens2_restricted_pickle"
+
+
+def read_pickle_checkpoint(path: str | os.PathLike) -> Any:
+    """Unpickle a `torch.save` zip checkpoint with the restricted unpickler (see the module docstring)."""
+    path = Path(path)
+    _check_nonempty(path)
+    if not zipfile.is_zipfile(path):
+        raise DetectorCheckpointError(path, "not a PyTorch checkpoint: not a torch.save zip archive (random "
+                                      "bytes, a truncated download, or the legacy pre-1.6 format, which is "
+                                      "not read)")
+    try:
+        return torch.load(path, map_location="cpu", pickle_module=_restricted_pickle, weights_only=False)
+    except pickle.UnpicklingError as e:
+        if "allow-list" in str(e):
+            raise UnsafeCheckpointError(path, f"unsafe pickle, nothing executed: {e}") from None
+        raise DetectorCheckpointError(path, f"corrupt pickle data: {e}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError,
+            IndexError, zipfile.BadZipFile) as e:
+        raise DetectorCheckpointError(path, f"unreadable checkpoint (truncated or corrupt?): "
+                                      f"{type(e).__name__}: {e}") from None
+
+
+def _check_nonempty(path: Path) -> None:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise DetectorCheckpointError(path, "empty file (0 bytes)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# State dicts: extraction, conversion, preference for safetensors
+
+
+def state_dict_from_checkpoint(obj: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The `state_dict` entry of an mmengine checkpoint (or a bare tensor dict), checked to be all tensors."""
+    if isinstance(obj, Mapping) and "state_dict" in obj:
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise DetectorCheckpointError(path, f"holds a {type(obj).__name__}, not a checkpoint with a "
+                                      "'state_dict' of tensors")
+    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise DetectorCheckpointError(path, f"'state_dict' has {len(bad)} entries that are not named tensors, "
+                                      f"e.g. {_preview(map(str, bad))}")
+    return dict(obj)
+
+
+def convert_detector_checkpoint(pth: str | os.PathLike, out_safetensors: str | os.PathLike | None = None) -> Path:
+    """Write the state dict of a detector `.pth` as `.safetensors` (default: beside it, same stem).
+
+    The file is written to a temporary name and renamed into place, so a reader never sees half a file.
+    Tensors that share storage in the pickle (the head's shared convs) are written as separate copies.
+    """
+    pth = Path(pth)
+    out = Path(out_safetensors) if out_safetensors is not None else pth.with_suffix(".safetensors")
+    state = state_dict_from_checkpoint(read_pickle_checkpoint(pth), pth)
+    tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "converted_from": pth.name})
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    _check_nonempty(path)
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DetectorCheckpointError(path, f"not a readable safetensors file (truncated or corrupt?): {e}") \
+            from None
+
+
+def read_detector_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Path]:
+    """The state dict from `path` and the file it was actually read from.
+
+    `.safetensors` is read directly. For a `.pth`, a `.safetensors` of the same stem in the same folder
+    is used instead when it exists and is at least as new (made by `convert_detector_checkpoint`).
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return read_safetensors(path), path
+    sibling = path.with_suffix(".safetensors")
+    if path.is_file() and sibling.is_file() and sibling.stat().st_mtime >= path.stat().st_mtime:
+        return read_safetensors(sibling), sibling
+    return state_dict_from_checkpoint(read_pickle_checkpoint(path), path), path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Architecture from a state dict, and strict loading
+
+_DEPTHS = {(1, 1, 1, 1): 0.167, (1, 2, 2, 1): 0.33, (2, 4, 4, 2): 0.67, (3, 6, 6, 3): 1.0, (4, 8, 8, 4): 1.33}
+
+
+def infer_config(state: Mapping[str, torch.Tensor], path: str | os.PathLike = "<state dict>") -> RTMDetConfig:
+    """The RTMDet size of a state dict with mmdet's key names, from its shapes and block counts.
+
+    The box regression's exp() is not visible in the weights; it follows the official sizes: tiny and s
+    regress distances linearly, m and larger (any model with at least 2 blocks in stage 1) use exp().
+    """
+    try:
+        widen = state["backbone.stage4.0.conv.weight"].shape[0] / 1024
+        blocks = tuple(1 + max(int(k.split(".")[4]) for k in state
+                               if k.startswith(f"backbone.stage{s}.{2 if s == 4 else 1}.blocks."))
+                       for s in range(1, 5))
+        neck_blocks = 1 + max(int(k.split(".")[4]) for k in state if k.startswith("neck.top_down_blocks.0.blocks."))
+        neck_out = state["neck.out_convs.0.conv.weight"].shape[0]
+        classes = state["bbox_head.rtm_cls.0.weight"].shape[0]
+        stacked = 1 + max(int(k.split(".")[3]) for k in state if k.startswith("bbox_head.cls_convs.0."))
+    except (KeyError, ValueError, IndexError) as e:
+        raise DetectorCheckpointError(path, f"not an RTMDet state dict (mmdet key names expected): missing or "
+                                      f"malformed {e}") from None
+    if blocks not in _DEPTHS:
+        raise DetectorCheckpointError(path, f"backbone stage block counts {blocks} match no RTMDet size")
+    return RTMDetConfig(deepen_factor=_DEPTHS[blocks], widen_factor=widen, neck_out_channels=neck_out,
+                        neck_csp_blocks=neck_blocks, num_classes=classes, stacked_convs=stacked,
+                        exp_on_reg=blocks[0] >= 2)
+
+
+def check_state_dict(model: RTMDet, state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> None:
+    """Raise `DetectorCheckpointError` listing missing, unexpected and wrongly shaped keys, if any."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {expected[k]}"
+                  for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    problems = [f"{len(items)} {what}: {_preview(items)}" for what, items in
+                (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched))
+                if items]
+    if problems:
+        raise DetectorCheckpointError(path, "does not match the RTMDet layout; " + "; ".join(problems))
+    for first, others in shared_head_keys(model).items():
+        differing = [k for k in others if not torch.equal(state[k], state[first])]
+        if differing:
+            raise DetectorCheckpointError(path, f"head convs are shared across levels, but {_preview(differing)} "
+                                          f"differ from {first}")
+
+
+def load_detector(path: str | os.PathLike, config: RTMDetConfig | None = None,
+                  device: torch.device | str | None = None) -> RTMDet:
+    """An RTMDet in eval mode with the weights of `path` (.pth or .safetensors), loaded strictly.
+
+    Without `config` the architecture is inferred from the file (see `infer_config`).
+    """
+    state, source = read_detector_state_dict(path)
+    config = config or infer_config(state, source)
+    with torch.device("meta"):
+        model = RTMDet(config)
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.to(device or "cpu").eval()
+
+
+def _preview(items: Any) -> str:
+    items = list(items)
+    shown = ", ".join(items[:_LIST_LIMIT])
+    return shown + (f", ... ({len(items) - _LIST_LIMIT} more)" if len(items) > _LIST_LIMIT else "")
