@@ -285,7 +285,8 @@ def _sniff(data: bytes) -> tuple[str, str]:
     if len(head) >= 3 and head[0:1] == b"P" and head[1:2] in b"123456fF" and head[2:3].isspace():
         return "image", "PPM"
     if head[4:8] == b"ftyp":
-        brands = [data[8:12]] + [data[i : i + 4] for i in range(16, min(len(data), 8 + int.from_bytes(data[:4], "big")), 4)]
+        box_end = min(len(data), int.from_bytes(data[:4], "big"), 256)
+        brands = [data[8:12]] + [data[i : i + 4] for i in range(16, box_end - 3, 4)]
         if b"avif" in brands or b"avis" in brands:
             if _HAVE_AVIF:
                 return "image", "AVIF"
@@ -353,7 +354,8 @@ def _open_with_pillow(data: bytes, name: str, label: str, max_pixels: int | None
     except Image.DecompressionBombError as e:
         hard = 2 * Image.MAX_IMAGE_PIXELS
         if max_pixels is not None and max_pixels <= hard:
-            reason = f"{label} header claims more than {hard} pixels, over the limit of {max_pixels} (a decompression bomb?)"
+            reason = (f"{label} header claims more than {hard} pixels, over the limit of {max_pixels}"
+                      " (a decompression bomb?)")
         else:
             reason = (f"{label} header claims more than {hard} pixels, Pillow's own hard limit: raise"
                       " PIL.Image.MAX_IMAGE_PIXELS as well as max_pixels to decode it")
@@ -434,7 +436,9 @@ def _decode_with_cv2(data: bytes, name: str, label: str, max_pixels: int | None)
     except cv2.error as e:
         raise CorruptImageError(name, f"{label} data cannot be decoded ({e})") from e
     if array is None:
-        raise CorruptImageError(name, f"neither Pillow nor OpenCV can decode this {label} file (corrupt, or an unsupported variant)")
+        raise CorruptImageError(
+            name, f"neither Pillow nor OpenCV can decode this {label} file (corrupt, or an unsupported variant)"
+        )
     _check_pixels((array.shape[1], array.shape[0]), name, label, max_pixels)
     if array.ndim == 3 and array.shape[2] == 3:
         array = array[..., ::-1]
@@ -460,7 +464,8 @@ def _pillow_to_array(img: Image.Image, name: str) -> np.ndarray:
         # P, PA, CMYK, YCbCr, LAB, HSV, RGBX, ... through Pillow's own conversions
         return np.asarray(img.convert("RGBA" if has_alpha else "RGB"))
     except Exception as e:
-        raise UnsupportedImageFormatError(name, f"{img.format} colour mode {mode!r} cannot be converted to RGB ({e})") from e
+        reason = f"{img.format} colour mode {mode!r} cannot be converted to RGB ({e})"
+        raise UnsupportedImageFormatError(name, reason) from e
 
 
 def _colour_key_to_alpha(a: np.ndarray, key: object) -> np.ndarray:

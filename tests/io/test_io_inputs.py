@@ -156,7 +156,7 @@ def test_list_file(tree: Path) -> None:
     assert got.missing == [MissingInput("../shoot/gone.jpg", "no such file or folder", f"{lists / 'batch.txt'}:8")]
 
 
-def test_list_paths_are_relative_to_the_list_not_the_working_folder(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_list_entries_are_relative_to_the_list_not_the_cwd(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tree / "shoot/day1/list.txt").write_text("g.jpeg\n")
     monkeypatch.chdir(tree)
     assert rel(expand_inputs("shoot/day1/list.txt").images, tree) == ["shoot/day1/g.jpeg"]
