@@ -24,12 +24,15 @@ from sapiens2.checkpoint import (
     read_pickle_state_dict,
 )
 from sapiens2.models.backbone import ARCHS
-from sapiens2.models.build import build_model, official_head_config
+from sapiens2.models.build import official_head_config
 from sapiens2.models.layout import CheckpointLayout, NotSapiens2Error, infer_layout
+from sapiens2.models.layout_v1 import V1Layout, infer_v1_layout, looks_like_v1, official_v1_layout
 from sapiens2.nn.rope import rope_periods
 from sapiens2.zoo import MODELS, ModelInfo, find_model, suggest
 
 DEFAULT_CHECKPOINT_ROOT = "~/sapiens2_host"
+DEFAULT_V1_CHECKPOINT_ROOT = "~/sapiens_host"
+Layout = CheckpointLayout | V1Layout
 _PERIODS = "rope_embed.periods"
 _LIST_AT_MOST = 12
 
@@ -46,14 +49,17 @@ class CheckpointMismatchError(CheckpointError):
     """The file's keys or shapes are not those of the requested network."""
 
 
-def checkpoint_root() -> Path:
-    """The reference layout's root: `$SAPIENS_CHECKPOINT_ROOT`, default `~/sapiens2_host`."""
+def checkpoint_root(generation: int = 2) -> Path:
+    """The reference layout's root: `$SAPIENS_CHECKPOINT_ROOT` (default `~/sapiens2_host`) for Sapiens2,
+    `$SAPIENS_V1_CHECKPOINT_ROOT` (default `~/sapiens_host`) for v1."""
+    if generation == 1:
+        return Path(os.environ.get("SAPIENS_V1_CHECKPOINT_ROOT") or DEFAULT_V1_CHECKPOINT_ROOT).expanduser()
     return Path(os.environ.get("SAPIENS_CHECKPOINT_ROOT") or DEFAULT_CHECKPOINT_ROOT).expanduser()
 
 
 def local_path(info: ModelInfo) -> Path:
     """Where the reference layout keeps `info`'s file."""
-    return checkpoint_root() / info.folder / info.filename
+    return checkpoint_root(info.generation) / info.local_relpath
 
 
 def cached_path(info: ModelInfo) -> Path | None:
@@ -88,8 +94,8 @@ def _not_found_message(info: ModelInfo, here: Path, reason: str) -> str:
         f"{info.filename} ({info.name}) was not found: not at {here}, and fetching it from the Hugging Face "
         f"repo {info.repo}{hint} failed: {reason}.\n"
         f"Get it with `sapiens2 download {info.name}` when online, or `huggingface-cli download {info.repo} "
-        f"{info.filename} --local-dir {here.parent}`, or put the file at {here} "
-        "(set SAPIENS_CHECKPOINT_ROOT to use another root)."
+        f"{info.filename}`, or put the file at {here} "
+        f"(set {'SAPIENS_V1_CHECKPOINT_ROOT' if info.generation == 1 else 'SAPIENS_CHECKPOINT_ROOT'} to use another root)."
     )
 
 
@@ -134,30 +140,47 @@ def load(
     shapes, tensors = _open(path, allow_pickle)
     layout = _layout_for(path, shapes, info)
     with torch.device("meta"):
-        model = build_model(layout.arch or layout.backbone, layout.task, None if layout.is_official else layout.head,
-                            rope_dtype=rope_dtype)
+        model = layout.build(rope_dtype)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     _check_keys(path, expected, shapes, layout, info)
     if torch.device(device or "cpu").type == "meta":
         # Checks only: the layout and every key and shape were verified above; no tensor data is read.
         return model.to(dtype or torch.float32).eval()
     state = dict(_converted(tensors(), dtype or torch.float32, device))
-    periods_key = next(k for k in expected if k.endswith(_PERIODS))
-    if periods_key not in state:
+    periods_key = next((k for k in expected if k.endswith(_PERIODS)), None)
+    if periods_key is not None and periods_key not in state:
         # Deterministic from the arch: regenerated exactly as the reference creates it.
         state[periods_key] = rope_periods(layout.backbone.head_dim, layout.backbone.rope_base).to(device or "cpu")
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
 
 
-def inspect(name_or_path: str | os.PathLike, allow_pickle: bool = False) -> CheckpointLayout:
-    """What a checkpoint holds (arch, task, head), from its header only."""
+def inspect(name_or_path: str | os.PathLike, allow_pickle: bool = False) -> Layout:
+    """What a checkpoint holds (generation, arch, task, head), from its header only."""
     path, _ = resolve(name_or_path)
     shapes, _ = _open(path, allow_pickle)
     try:
-        return infer_layout(shapes)
+        return infer_any_layout(shapes)
     except NotSapiens2Error as e:
-        raise CheckpointError(path, f"not a Sapiens2 checkpoint: {e}") from e
+        raise CheckpointError(path, f"not a Sapiens checkpoint: {e}") from e
+
+
+def infer_any_layout(shapes: Mapping[str, Sequence[int]]) -> Layout:
+    """The Sapiens v1 or Sapiens2 layout the keys and shapes describe."""
+    if looks_like_v1(shapes):
+        try:
+            return infer_v1_layout(shapes)
+        except (KeyError, IndexError, ValueError) as e:
+            raise NotSapiens2Error(f"it looks like Sapiens v1 but its layout is incomplete ({e})") from e
+    return infer_layout(shapes)
+
+
+def official_layout(info: ModelInfo) -> Layout:
+    """The layout every file of the official model `info` has."""
+    if info.generation == 1:
+        return official_v1_layout(info.arch, info.task, info.keypoints)
+    head = None if info.task == "pretrain" else official_head_config(info.arch, info.task)
+    return CheckpointLayout(ARCHS[info.arch], info.task, head)
 
 
 def _open(path: Path, allow_pickle: bool):
@@ -173,28 +196,33 @@ def _open(path: Path, allow_pickle: bool):
     return st.shapes, st.iter_tensors
 
 
-def _layout_for(path: Path, shapes: Mapping[str, Sequence[int]], info: ModelInfo | None) -> CheckpointLayout:
+def _layout_for(path: Path, shapes: Mapping[str, Sequence[int]], info: ModelInfo | None) -> Layout:
     """The layout to build: the zoo entry's when the file was named as an official model, else the file's own."""
     try:
-        found = infer_layout(shapes)
+        found = infer_any_layout(shapes)
     except NotSapiens2Error as e:
         if info is None:
-            raise CheckpointError(path, f"not a Sapiens2 checkpoint: {e}") from e
-        raise CheckpointMismatchError(path, f"expected {info.name} ({info.arch} {info.task}), but {e}") from e
+            raise CheckpointError(path, f"not a Sapiens checkpoint: {e}") from e
+        raise CheckpointMismatchError(path, f"expected {_what(info)}, but {e}") from e
     if info is None:
         return found
-    if found.arch != info.arch or found.task != info.task:
-        raise CheckpointMismatchError(
-            path, f"expected {info.name} ({info.arch} {info.task}), but the file looks like {found.describe()}")
-    head = None if info.task == "pretrain" else official_head_config(info.arch, info.task)
-    return CheckpointLayout(ARCHS[info.arch], info.task, head)
+    if (found.generation, found.arch, found.task, found.keypoints) != (info.generation, info.arch, info.task,
+                                                                         info.keypoints):
+        raise CheckpointMismatchError(path, f"expected {_what(info)}, but the file looks like {found.describe()}")
+    return official_layout(info)
+
+
+def _what(info: ModelInfo) -> str:
+    generation = "Sapiens v1" if info.generation == 1 else "Sapiens2"
+    keypoints = f", {info.keypoints} keypoints" if info.keypoints and info.generation == 1 else ""
+    return f"{info.name} ({generation} {info.arch} {info.task}{keypoints})"
 
 
 def _check_keys(
     path: Path,
     expected: Mapping[str, tuple[int, ...]],
     found: Mapping[str, Sequence[int]],
-    layout: CheckpointLayout,
+    layout: Layout,
     info: ModelInfo | None,
 ) -> None:
     missing = [k for k in expected if k not in found and not k.endswith(_PERIODS)]
@@ -207,9 +235,9 @@ def _check_keys(
     lines += _listing("unexpected", unexpected, lambda k: f"{k} {list(found[k])}")
     lines += _listing("wrong shape", mismatched, lambda k: f"{k}: file {list(found[k])}, model {list(expected[k])}")
     try:
-        lines.append(f"The file looks like {infer_layout(found).describe()}, with {len(found)} tensors.")
+        lines.append(f"The file looks like {infer_any_layout(found).describe()}, with {len(found)} tensors.")
     except NotSapiens2Error as e:
-        lines.append(f"The file is not recognisable as Sapiens2: {e}.")
+        lines.append(f"The file is not recognisable as Sapiens: {e}.")
     raise CheckpointMismatchError(path, "\n".join(lines))
 
 

@@ -21,7 +21,7 @@ def test_models_lists_the_zoo_and_local_files(shared, tmp_path, monkeypatch, cap
     write_sparse_safetensors(official_layout(shared, "sapiens2_0.4b_pose"), tmp_path / "pose" / "sapiens2_0.4b_pose.safetensors")
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert len([line for line in out.splitlines() if line.startswith("sapiens2-")]) == len(sapiens2.MODELS)
+    assert len([line for line in out.splitlines() if line.startswith(("sapiens2-", "sapiens-"))]) == len(sapiens2.MODELS)
     pose_line = next(line for line in out.splitlines() if line.startswith("sapiens2-pose-0.4b "))
     assert str(tmp_path / "pose" / "sapiens2_0.4b_pose.safetensors") in pose_line
     assert "facebook/sapiens2-pretrain-1b-4k" in out and "4096x3072" in out

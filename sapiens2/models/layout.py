@@ -12,8 +12,11 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import torch
+from torch import nn
+
 from sapiens2.models.backbone import ARCHS, BackboneConfig
-from sapiens2.models.build import HeadConfig, official_head_config
+from sapiens2.models.build import HeadConfig, build_model, official_head_config
 from sapiens2.models.heads import DenseHeadConfig, PointmapHeadConfig, PoseHeadConfig, SegHeadConfig
 
 Shapes = Mapping[str, Sequence[int]]
@@ -40,6 +43,17 @@ class CheckpointLayout:
             if _same_backbone(cfg, self.backbone):
                 return name
         return None
+
+    generation = 2
+
+    @property
+    def keypoints(self) -> int | None:
+        return self.head.num_keypoints if isinstance(self.head, PoseHeadConfig) else None
+
+    def build(self, rope_dtype: torch.dtype | None = None) -> nn.Module:
+        """The network this layout describes (official head widths when they match)."""
+        head = None if self.is_official else self.head
+        return build_model(self.arch or self.backbone, self.task, head, rope_dtype=rope_dtype)
 
     @property
     def is_official(self) -> bool:

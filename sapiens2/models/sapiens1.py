@@ -199,16 +199,13 @@ def v1_patch_padding(task: str) -> int | None:
 
 
 def official_v1_head_config(arch: str, task: str, num_keypoints: int = 308) -> V1HeadConfig:
-    c = V1_ARCHS[arch].embed_dim
-    if task == "pose":
-        return V1HeadConfig(c, (768, 768), (768, 768), num_keypoints)
-    if task == "seg":
-        return V1HeadConfig(c, (768, 768, 768), (768, 768, 768), 28)
-    if task == "depth":
-        return V1HeadConfig(c, (384, 384, 384, 384), (384, 384), 1)
-    if task == "normal":
-        return V1HeadConfig(c, (768, 768, 768), (768, 768, 768), 3)
-    raise ValueError(f"unknown v1 task {task!r}; expected one of {', '.join(V1_TASKS)}")
+    """The head every released v1 checkpoint of `arch` uses for `task` (same widths for every size)."""
+    widths = {"pose": ((768, 768), (768, 768), num_keypoints), "seg": ((768,) * 3, (768,) * 3, 28),
+              "depth": ((384,) * 4, (384,) * 2, 1), "normal": ((768,) * 3, (768,) * 3, 3)}
+    if task not in widths:
+        raise ValueError(f"unknown v1 task {task!r}; expected one of {', '.join(V1_TASKS)}")
+    deconv, conv, out = widths[task]
+    return V1HeadConfig(V1_ARCHS[arch].embed_dim, deconv, conv, out, (4,) * len(deconv), (1,) * len(conv))
 
 
 def build_sapiens1(config: Sapiens1Config, task: str, head: V1HeadConfig | None = None) -> nn.Module:
