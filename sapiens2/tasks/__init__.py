@@ -1,0 +1,1 @@
+"""Task predictors: each owns its pre- and post-processing around a network."""
