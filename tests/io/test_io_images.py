@@ -508,7 +508,7 @@ _SEEDS = [encode(quadrants(16, 16), "PNG"), encode(quadrants(16, 16), "JPEG"), e
           encode(quadrants(16, 16), "TIFF"), encode(quadrants(16, 16), "BMP"), encode(quadrants(16, 16), "WEBP")]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.sampled_from(range(len(_SEEDS))), cut=st.integers(0, 4000),
        flips=st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), max_size=4))
 def test_damaged_files_never_escape_the_error_hierarchy(seed: int, cut: int, flips: list) -> None:
@@ -525,7 +525,7 @@ def test_damaged_files_never_escape_the_error_hierarchy(seed: int, cut: int, fli
         assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(st.binary(max_size=512))
 def test_arbitrary_bytes_never_escape_the_error_hierarchy(data: bytes) -> None:
     try:
