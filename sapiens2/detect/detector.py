@@ -69,8 +69,9 @@ class PersonDetector:
 
     def with_settings(self, **changes: object) -> PersonDetector:
         """A detector sharing this model, with some `DetectionSettings` fields changed."""
-        return PersonDetector(self.model, replace(self.settings, **changes), self.score_threshold,  # type: ignore[arg-type]
-                              self.nms_threshold, self.fallback_full_image, self.batch_size)
+        settings = replace(self.settings, **changes)  # type: ignore[arg-type]
+        return PersonDetector(self.model, settings, self.score_threshold, self.nms_threshold,
+                              self.fallback_full_image, self.batch_size)
 
     @torch.inference_mode()
     def detect_raw(self, images: Sequence[np.ndarray], channel_order: str = "RGB") -> list[Detections]:

@@ -71,6 +71,9 @@ def test_batch_equals_one_by_one(detector: PersonDetector, image_rgb: np.ndarray
     other = np.ascontiguousarray(np.rot90(image_rgb)[:150])  # a different size and content
     batched = detector([image_rgb, other])
     assert isinstance(batched, list) and len(batched) == 2
+    stacked = detector(np.stack([image_rgb, image_rgb]))  # an N x H x W x 3 array is a batch too
+    assert isinstance(stacked, list) and len(stacked) == 2
+    np.testing.assert_array_equal(stacked[0], stacked[1])
     for image, result in zip([image_rgb, other], batched):
         single = detector(image)
         assert single.shape == result.shape
@@ -115,6 +118,8 @@ def test_default_settings_run_at_640(topology_case: FixtureCase, image_rgb: np.n
     raw = det.detect_raw([image_rgb])[0]
     assert len(raw) <= 100 and (raw.scores > 0.05).all()
     assert det.device == torch.device("cpu")
+    small = det.with_settings(input_size=320)
+    assert small.model is det.model and small.settings.input_size == 320 and small.settings.score_thr == 0.05
 
 
 def test_fallback_to_the_full_image(detector: PersonDetector, image_rgb: np.ndarray):
