@@ -60,8 +60,13 @@ def oks(
         dx = np.where(any_labelled, dx, out_x)
         dy = np.where(any_labelled, dy, out_y)
 
-    variances = (2.0 * sigmas) ** 2
-    e = (dx * dx + dy * dy) / variances / (area + _EPS) / 2.0
+    # exp(-d^2 / (2 * area * (2 sigma)^2)), with the per-(GT, point) factor computed once and the big
+    # (..., D, G, K) temporaries reused in place.
+    neg_inv_scale = -1.0 / ((2.0 * sigmas) ** 2 * (area + _EPS) * 2.0)  # (..., 1, G, K)
+    sq = np.multiply(dx, dx, out=dx if dx.flags.writeable else None)
+    sq += dy * dy
+    sq *= neg_inv_scale
+    np.exp(sq, out=sq)
     weights = np.where(any_labelled, labelled, True)
-    total = np.sum(np.exp(-e) * weights, axis=-1)
-    return total / np.sum(weights, axis=-1)
+    sq *= weights
+    return sq.sum(axis=-1) / weights.sum(axis=-1)
