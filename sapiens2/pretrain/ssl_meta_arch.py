@@ -80,12 +80,10 @@ class Student(nn.Module):
         tokens, grid = self.backbone.tokens(global_views, keep)
         cls_global = tokens[:, 0]
         pred = self.decoder(tokens, keep, grid)
-        cls = cls_global
+        logits_local = None
         if local_views is not None:
-            cls = torch.cat((cls_global, self.backbone(local_views)[:, 0]))
-        logits = self.head(cls)
-        n = cls_global.shape[0]
-        return cls_global, logits[:n], (logits[n:] if local_views is not None else None), pred
+            logits_local = self.head(self.backbone(local_views)[:, 0])
+        return cls_global, self.head(cls_global), logits_local, pred
 
 
 class Teacher(nn.Module):
@@ -180,7 +178,12 @@ class SSLMetaArch(nn.Module):
 
     @torch.no_grad()
     def update_teacher(self, momentum: float) -> None:
-        """teacher <- momentum * teacher + (1 - momentum) * student, for the backbone and the head."""
+        """teacher <- momentum * teacher + (1 - momentum) * student, for the backbone and the head.
+
+        Under FSDP2 both are sharded alike and the update is shard to shard."""
+        for net in (self.student, self.teacher):
+            if hasattr(net, "reshard"):  # an FSDP2 module: make sure its parameters are the shards
+                net.reshard()
         pairs = [
             (t, s)
             for tm, sm in ((self.teacher.backbone, self.student.backbone), (self.teacher.head, self.student.head))

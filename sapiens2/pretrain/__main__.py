@@ -1,0 +1,5 @@
+import sys
+
+from sapiens2.pretrain.cli import main
+
+sys.exit(main())

@@ -1,0 +1,278 @@
+"""The pretraining loop: data -> masks -> student / teacher step -> AdamW -> EMA; checkpoints and logs.
+
+Everything random in a step is a function of (seed, step, rank) or (seed, epoch, image index), and the
+checkpoint holds the model (student, teacher, EMA centre), the optimizer and the step, so a resumed run
+continues exactly as an uninterrupted one would (bit for bit on CPU).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from sapiens2.models.build import build_backbone
+from sapiens2.pretrain.augment import MultiCrop
+from sapiens2.pretrain.config import OptimConfig, PretrainConfig, backbone_config
+from sapiens2.pretrain.data import PretrainImages, ResumableSampler, collate_views, list_images, mix_seed
+from sapiens2.pretrain.init import init_backbone_
+from sapiens2.pretrain.masking import MaskGenerator
+from sapiens2.pretrain.runtime import Runtime, atomic_write, wrap_student
+from sapiens2.pretrain.schedules import teacher_momentum, teacher_temperature, warmup_cosine
+from sapiens2.pretrain.ssl_meta_arch import SSLMetaArch
+
+log = logging.getLogger("sapiens2.pretrain")
+
+NO_DECAY_TOKENS = ("cls_token", "storage_tokens", "mask_token", "w_cls", "local_pos_embed")
+EXPORT_NAME = "pretrain_backbone.safetensors"
+_CKPT = re.compile(r"step_(\d+)\.pt$")
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: weight decay on matrices only; none on norms, biases, LayerScale and learned tokens."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim <= 1 or name.rsplit(".", 1)[-1] in NO_DECAY_TOKENS
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(student: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+    return torch.optim.AdamW(param_groups(student, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                             fused=device.type == "cuda")
+
+
+def build_meta_arch(cfg: PretrainConfig, device: torch.device | str = "cpu") -> SSLMetaArch:
+    """A freshly initialised student (and its teacher copy) for `cfg`."""
+    rope = torch.bfloat16 if cfg.model.rope_dtype == "bfloat16" else torch.float32
+    backbone = init_backbone_(build_backbone(backbone_config(cfg.model), rope_dtype=rope))
+    backbone.grad_checkpointing = cfg.model.grad_checkpointing
+    return SSLMetaArch(backbone, cfg.objective).to(device)
+
+
+@dataclass
+class Schedules:
+    cfg: PretrainConfig
+
+    def lr(self, step: int) -> float:
+        o = self.cfg.optim
+        return warmup_cosine(step, self.cfg.train.num_iters, o.lr, o.warmup_iters, o.min_lr)
+
+    def momentum(self, step: int) -> float:
+        t = self.cfg.teacher
+        return teacher_momentum(step, self.cfg.train.num_iters, t.momentum, t.momentum_final)
+
+    def teacher_temp(self, step: int) -> float:
+        t = self.cfg.teacher
+        return teacher_temperature(step, t.temp_warmup_start, t.temp, t.temp_warmup_iters)
+
+
+class Pretrainer:
+    """Owns one run: `run()` trains from scratch or from the newest checkpoint in `work_dir`."""
+
+    def __init__(self, cfg: PretrainConfig, rt: Runtime | None = None,
+                 printer: Callable[[str], None] | None = print) -> None:
+        self.cfg = cfg
+        self.rt = rt or Runtime.start(cfg.train.parallel)
+        self.print = printer if self.rt.is_main and printer is not None else (lambda _msg: None)
+        self.work_dir = Path(cfg.train.work_dir)
+        self.ckpt_dir = self.work_dir / "checkpoints"
+        precision = cfg.train.precision
+        self.bf16 = precision == "bf16" or (precision == "auto" and self.rt.device.type == "cuda")
+        torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
+        self.meta = build_meta_arch(cfg, self.rt.device)
+        self.student = wrap_student(self.meta.student, self.meta.teacher, self.rt, self.bf16)
+        self.optimizer = build_optimizer(self.meta.student, cfg.optim, self.rt.device)
+        self.schedules = Schedules(cfg)
+        self.mask_generator = MaskGenerator(
+            self.meta.token_grid(cfg.crops.global_size), cfg.objective.mask_ratio, cfg.objective.block_prob,
+            cfg.objective.min_block,
+        )
+        self.step = 0
+
+    # ---------------------------------------------------------------------------------------- steps
+
+    def train_step(self, global_views: torch.Tensor, local_views: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """One optimisation step on a batch (G x B x 3 x H x W global, L x B x 3 x h x w local views)."""
+        cfg, step, dev = self.cfg, self.step, self.rt.device
+        lr = self.schedules.lr(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        g = torch.Generator().manual_seed(mix_seed(cfg.train.seed, step, self.rt.rank, 1))
+        masks = self.mask_generator(global_views.shape[0] * global_views.shape[1], g).to(dev)
+        global_views = global_views.to(dev, non_blocking=True)
+        local_views = None if local_views is None or local_views.numel() == 0 else local_views.to(dev, non_blocking=True)
+        self.meta.train()
+        with self._autocast():
+            out = self.meta(global_views, local_views, masks, self.schedules.teacher_temp(step), self.student)
+        out.loss.backward()
+        metrics = dict(out.metrics)
+        clip = cfg.optim.clip_grad
+        if clip:
+            norm = torch.nn.utils.clip_grad_norm_(self.meta.student.parameters(), clip)
+            metrics["grad_norm"] = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.meta.update_teacher(self.schedules.momentum(step))
+        self.step += 1
+        return metrics
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.rt.device.type, dtype=torch.bfloat16)
+
+    # ----------------------------------------------------------------------------------------- loop
+
+    def batches(self, paths: list[Path]) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches from the current step on, epoch after epoch (resume-exact)."""
+        cfg = self.cfg
+        dataset = PretrainImages(paths, MultiCrop(cfg.crops), cfg.train.seed)
+        sampler = ResumableSampler(len(dataset), cfg.train.batch_size, self.rt.rank, self.rt.world_size,
+                                   cfg.train.seed)
+        while True:
+            epoch, start = divmod(self.step, sampler.batches_per_epoch)
+            sampler.set_position(epoch, start)
+            dataset.set_epoch(epoch)
+            loader = DataLoader(dataset, cfg.train.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
+                                collate_fn=collate_views, drop_last=True,
+                                pin_memory=self.rt.device.type == "cuda")
+            yield from loader
+
+    def run(self, resume: bool = True) -> Path:
+        """Train to `train.num_iters`; returns the exported backbone (safetensors, official layout)."""
+        cfg = self.cfg
+        if resume:
+            self.resume()
+        paths = list_images(cfg.data.source)
+        n_params = sum(p.numel() for p in self.meta.student.backbone.parameters())
+        self.print(f"pretraining a {n_params / 1e6:.1f}M-parameter backbone on {len(paths)} images, "
+                   f"{self.rt.world_size} process(es), {self.rt.parallel}, {'bf16' if self.bf16 else 'fp32'}, "
+                   f"from step {self.step} to {cfg.train.num_iters}; {self.mask_generator}")
+        t0, first = time.perf_counter(), self.step
+        if self.step < cfg.train.num_iters:
+            for global_views, local_views in self.batches(paths):
+                metrics = self.train_step(global_views, local_views)
+                if self.step % cfg.train.log_every == 0 or self.step == cfg.train.num_iters:
+                    self._log(metrics, (self.step - first) / (time.perf_counter() - t0))
+                if self.step % cfg.train.save_every == 0 or self.step == cfg.train.num_iters:
+                    self.save()
+                if self.step >= cfg.train.num_iters:
+                    break
+        out = self.export(self.work_dir / EXPORT_NAME, cfg.train.export)
+        self.print(f"saved the {cfg.train.export} backbone to {out}")
+        return out
+
+    def _log(self, metrics: dict[str, torch.Tensor], steps_per_s: float) -> None:
+        values = self.rt.all_mean(metrics)
+        values.update(step=self.step, lr=self.optimizer.param_groups[0]["lr"],
+                      momentum=self.schedules.momentum(self.step - 1),
+                      teacher_temp=self.schedules.teacher_temp(self.step - 1))
+        if not self.rt.is_main:
+            return
+        left = (self.cfg.train.num_iters - self.step) / max(steps_per_s, 1e-9)
+        shown = " ".join(f"{k} {values[k]:.4f}" for k in ("loss", "mae", "dino", "koleo") if k in values)
+        self.print(f"step {self.step}/{self.cfg.train.num_iters} {shown} lr {values['lr']:.3g} "
+                   f"{steps_per_s:.2f} it/s eta {_duration(left)}")
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.work_dir / "log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(values) + "\n")
+
+    # ---------------------------------------------------------------------------------- checkpoints
+
+    def full_state(self) -> dict:
+        """Model and optimizer as full (unsharded) CPU state dicts, and the step."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        model_sd, optim_sd = get_state_dict(self.meta, self.optimizer, options=opts)
+        return {"step": self.step, "model": model_sd, "optimizer": optim_sd}
+
+    def save(self) -> Path | None:
+        """An atomic training checkpoint `checkpoints/step_N.pt`; older ones beyond `keep_checkpoints` go."""
+        state = self.full_state()
+        path = self.ckpt_dir / f"step_{self.step:08d}.pt"
+        if self.rt.is_main:
+            atomic_write(path, lambda tmp: torch.save(state, tmp))
+            keep = self.cfg.train.keep_checkpoints
+            if keep > 0:
+                for old in sorted(self.checkpoints())[:-keep]:
+                    old.unlink(missing_ok=True)
+        self.rt.barrier()
+        return path if self.rt.is_main else None
+
+    def checkpoints(self) -> list[Path]:
+        return sorted(p for p in self.ckpt_dir.glob("step_*.pt") if _CKPT.search(p.name))
+
+    def resume(self, path: str | Path | None = None) -> bool:
+        """Load the newest checkpoint in `work_dir` (or `path`); False when there is none."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+        if path is None:
+            found = self.checkpoints()
+            if not found:
+                return False
+            path = found[-1]
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        set_state_dict(self.meta, self.optimizer, model_state_dict=state["model"],
+                       optim_state_dict=state["optimizer"], options=StateDictOptions(full_state_dict=True))
+        self.step = int(state["step"])
+        self.print(f"resumed from {path} at step {self.step}")
+        return True
+
+    def export(self, path: str | Path, which: str = "teacher") -> Path:
+        """The `which` ('teacher' or 'student') backbone as bare keys in safetensors: the official
+        pretrain layout, which `sapiens2.load` and fine-tuning read directly."""
+        model = self.full_state()["model"]
+        prefix = f"{which}.backbone."
+        state = {k[len(prefix):]: v for k, v in model.items() if k.startswith(prefix)}
+        if self.rt.is_main:
+            save_backbone(state, path)
+        self.rt.barrier()
+        return Path(path)
+
+
+def save_backbone(state: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """Bare backbone keys -> a safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+
+
+def export_checkpoint(checkpoint: str | Path, out: str | Path, which: str = "teacher") -> Path:
+    """A training checkpoint's teacher (or student) backbone -> the official pretrain safetensors layout."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+    prefix = f"{which}.backbone."
+    backbone = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if not backbone:
+        raise ValueError(f"{checkpoint} holds no {which} backbone")
+    return save_backbone(backbone, out)
+
+
+def pretrain(cfg: PretrainConfig, resume: bool = True, printer: Callable[[str], None] | None = print) -> Path:
+    """Run pretraining for `cfg` in this process (under torchrun: this rank); returns the exported file."""
+    trainer = Pretrainer(cfg, printer=printer)
+    try:
+        return trainer.run(resume)
+    finally:
+        trainer.rt.shutdown()
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
