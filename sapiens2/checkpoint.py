@@ -6,7 +6,8 @@ and tensors are then read one at a time with plain file reads into their final b
 stays open while the model fills, so the process never holds the file's pages and the tensors at once.
 
 Pickle files (`.pth`, `.bin`, `.pt`) can run code when unpickled; they are refused unless the caller
-opts in, and then read with `torch.load(weights_only=True)`.
+opts in, and then read by the restricted unpickler of `sapiens2.safe_pickle` (an allow-list: tensors,
+plain containers and numpy arrays, nothing that runs code).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class CheckpointError(ValueError):
 
 
 class UnsafeCheckpointError(CheckpointError):
-    """A pickle checkpoint given without `allow_pickle=True`."""
+    """A pickle checkpoint given without `allow_pickle=True`, or one that references code."""
 
 
 class SafetensorsFile:
@@ -125,23 +126,3 @@ def _itemsize(dtype: torch.dtype) -> int:
 
 def is_pickle_path(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in PICKLE_SUFFIXES
-
-
-def read_pickle_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state dict from a pickle checkpoint, with `weights_only=True` (tensors and plain containers only).
-
-    Accepts a bare state dict or the usual wrappers (`state_dict`, `model`, `module`).
-    """
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        raise CheckpointError(path, f"cannot be read as a weights-only PyTorch checkpoint: {e}") from e
-    for wrapper in ("state_dict", "model", "module"):
-        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
-            obj = obj[wrapper]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(path, "holds no state dict of tensors")
-    return obj

@@ -16,18 +16,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sapiens2.checkpoint import (
-    CheckpointError,
-    SafetensorsFile,
-    UnsafeCheckpointError,
-    is_pickle_path,
-    read_pickle_state_dict,
-)
+from sapiens2.checkpoint import CheckpointError, SafetensorsFile, UnsafeCheckpointError, is_pickle_path
 from sapiens2.models.backbone import ARCHS
 from sapiens2.models.build import official_head_config
 from sapiens2.models.layout import CheckpointLayout, NotSapiens2Error, infer_layout
 from sapiens2.models.layout_v1 import V1Layout, infer_v1_layout, looks_like_v1, official_v1_layout
 from sapiens2.nn.rope import rope_periods
+from sapiens2.safe_pickle import read_pickle_state_dict
 from sapiens2.zoo import MODELS, ModelInfo, find_model, suggest
 
 DEFAULT_CHECKPOINT_ROOT = "~/sapiens2_host"
@@ -133,10 +128,12 @@ def load(
     Returns the backbone for pretrain checkpoints and backbone + decode_head for task checkpoints, in eval
     mode, float32 unless `dtype` says otherwise (the RoPE periods stay bfloat16, as in the reference).
     `rope_dtype=torch.float32` computes RoPE in float32 instead of the reference's bfloat16.
-    Pickle files are refused unless `allow_pickle=True`, and then read with `weights_only=True`.
+    Pickle files are refused unless `allow_pickle=True`, and then read weights-only (no code runs).
     `device="meta"` checks the file against the network without reading any tensor data.
     """
     path, info = resolve(name_or_path)
+    if info is not None and info.task == "detect":
+        raise ValueError(f"{info.name} is the person detector: load it with sapiens2.detect.PersonDetector.from_file")
     shapes, tensors = _open(path, allow_pickle)
     layout = _layout_for(path, shapes, info)
     with torch.device("meta"):
@@ -189,7 +186,8 @@ def _open(path: Path, allow_pickle: bool):
         if not allow_pickle:
             raise UnsafeCheckpointError(
                 path, "is a pickle checkpoint, which can run arbitrary code when loaded. Pass allow_pickle=True "
-                "to read it with torch.load(weights_only=True), or use the .safetensors release of this model.")
+                "to read it with a weights-only unpickler (tensors and numpy arrays, no code), or use a "
+                ".safetensors file.")
         sd = read_pickle_state_dict(path)
         return {k: tuple(v.shape) for k, v in sd.items()}, lambda: iter(sd.items())
     st = SafetensorsFile(path)

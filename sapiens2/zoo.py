@@ -61,6 +61,9 @@ def _entries() -> list[ModelInfo]:
             # is our best guess by analogy with the others.
             models.append(ModelInfo(name, arch, task, f"{HUB_OWNER}/{name}", file, hub_confirmed=task != "albedo",
                                     keypoints=308 if task == "pose" else None, local_relpath=f"{task}/{file}"))
+    # The person detector the pose demo runs (RTMDet-m, one class), an mmengine pickle; see sapiens2.detect.
+    models.append(ModelInfo("rtmdet-m-person", "rtmdet-m", "detect", f"{HUB_OWNER}/sapiens-pose-bbox-detector",
+                            "rtmdet_m.pth", (640, 640), local_relpath="detector/rtmdet_m.pth"))
     return models + _v1_entries()
 
 

@@ -19,177 +19,24 @@ then prefers that file when it sits next to the `.pth` and is not older than it.
 
 from __future__ import annotations
 
-import builtins
-import codecs
-import collections
 import os
-import pickle
-import types
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from sapiens2.checkpoint import CheckpointError, UnsafeCheckpointError  # noqa: F401 - re-exported
 from sapiens2.detect.rtmdet import RTMDet, RTMDetConfig, shared_head_keys
+from sapiens2.safe_pickle import read_pickle_checkpoint, require_nonempty_file, state_dict_from_checkpoint
 
 _LIST_LIMIT = 12
 
 
-class DetectorCheckpointError(ValueError):
-    """A detector checkpoint that cannot be used; the message names the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike, reason: str) -> None:
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-
-class UnsafeCheckpointError(DetectorCheckpointError):
-    """A pickle that references code outside the allow-list; nothing from it was executed."""
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The restricted unpickler
-
-
-class _Placeholder:
-    """Stands in for an object of a training-framework class: keeps what the pickle passes, runs nothing."""
-
-    qualified_name = "?"
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> _Placeholder:
-        return super().__new__(cls)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.args, self.kwargs, self.state = args, kwargs, None
-        self.items: dict[Any, Any] = {}
-        self.values: list[Any] = []
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state
-
-    # dict and list subclasses are rebuilt through SETITEMS / APPENDS.
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self.items[key] = value
-
-    def append(self, value: Any) -> None:
-        self.values.append(value)
-
-    def extend(self, values: Any) -> None:
-        self.values.extend(values)
-
-    def __repr__(self) -> str:
-        return f"<placeholder for {self.qualified_name}>"
-
-
-_PLACEHOLDER_PACKAGES = ("mmengine", "mmdet", "mmcv", "mmpose", "mmyolo", "mmpretrain", "mmcls")
-_placeholders: dict[str, type] = {}
-
-
-def _placeholder(module: str, name: str) -> type:
-    key = f"{module}.{name}"
-    if key not in _placeholders:
-        _placeholders[key] = type(name, (_Placeholder,), {"qualified_name": key, "__module__": __name__})
-    return _placeholders[key]
-
-
-def _numpy_globals() -> dict[tuple[str, str], Any]:
-    core = getattr(np, "_core", None) or np.core
-    allowed: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
-    # Pickles name numpy's core module as numpy.core (numpy 1) or numpy._core (numpy 2); both mean the same.
-    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = core.multiarray._reconstruct
-        allowed[(mod, "scalar")] = core.multiarray.scalar
-    dtypes = getattr(np, "dtypes", None)
-    if dtypes is not None:
-        for name in dir(dtypes):
-            obj = getattr(dtypes, name)
-            if isinstance(obj, type) and issubclass(obj, np.dtype):
-                allowed[("numpy.dtypes", name)] = obj
-    return allowed
-
-
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("torch", "Size"): torch.Size,
-    ("_codecs", "encode"): codecs.encode,  # how protocol-2 pickles carry bytes (numpy array data)
-    **{("builtins", n): getattr(builtins, n) for n in ("set", "frozenset", "complex", "slice", "bytearray")},
-    **_numpy_globals(),
-}
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _ALLOWED:
-            return _ALLOWED[(module, name)]
-        if module == "torch" and isinstance(getattr(torch, name, None), torch.dtype):
-            return getattr(torch, name)
-        if module.split(".")[0] in _PLACEHOLDER_PACKAGES:
-            return _placeholder(module, name)
-        raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}' (not on the allow-list)")
-
-
-def _restricted_load(file: Any, **kwargs: Any) -> Any:
-    return _RestrictedUnpickler(file, **kwargs).load()
-
-
-# torch.load takes a "pickle module": anything with an Unpickler class and a load function.
-_restricted_pickle = types.ModuleType("sapiens2_restricted_pickle")
-_restricted_pickle.Unpickler = _RestrictedUnpickler  # type: ignore[attr-defined]
-_restricted_pickle.load = _restricted_load  # type: ignore[attr-defined]
-_restricted_pickle.__name__ = "sapiens2_restricted_pickle"
-
-
-def read_pickle_checkpoint(path: str | os.PathLike) -> Any:
-    """Unpickle a `torch.save` zip checkpoint with the restricted unpickler (see the module docstring)."""
-    path = Path(path)
-    _check_nonempty(path)
-    if not zipfile.is_zipfile(path):
-        raise DetectorCheckpointError(path, "not a PyTorch checkpoint: not a torch.save zip archive (random "
-                                      "bytes, a truncated download, or the legacy pre-1.6 format, which is "
-                                      "not read)")
-    try:
-        return torch.load(path, map_location="cpu", pickle_module=_restricted_pickle, weights_only=False)
-    except pickle.UnpicklingError as e:
-        if "allow-list" in str(e):
-            raise UnsafeCheckpointError(path, f"unsafe pickle, nothing executed: {e}") from None
-        raise DetectorCheckpointError(path, f"corrupt pickle data: {e}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, KeyError,
-            IndexError, zipfile.BadZipFile) as e:
-        raise DetectorCheckpointError(path, f"unreadable checkpoint (truncated or corrupt?): "
-                                      f"{type(e).__name__}: {e}") from None
-
-
-def _check_nonempty(path: Path) -> None:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
-    if path.stat().st_size == 0:
-        raise DetectorCheckpointError(path, "empty file (0 bytes)")
-
-
-# ---------------------------------------------------------------------------------------------------------
-# State dicts: extraction, conversion, preference for safetensors
-
-
-def state_dict_from_checkpoint(obj: Any, path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The `state_dict` entry of an mmengine checkpoint (or a bare tensor dict), checked to be all tensors."""
-    if isinstance(obj, Mapping) and "state_dict" in obj:
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not obj:
-        raise DetectorCheckpointError(path, f"holds a {type(obj).__name__}, not a checkpoint with a "
-                                      "'state_dict' of tensors")
-    bad = [k for k, v in obj.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
-    if bad:
-        raise DetectorCheckpointError(path, f"'state_dict' has {len(bad)} entries that are not named tensors, "
-                                      f"e.g. {_preview(map(str, bad))}")
-    return dict(obj)
+# Errors are the package's own checkpoint errors; the old name stays for callers of this module.
+DetectorCheckpointError = CheckpointError
 
 
 def convert_detector_checkpoint(pth: str | os.PathLike, out_safetensors: str | os.PathLike | None = None) -> Path:
@@ -213,7 +60,7 @@ def convert_detector_checkpoint(pth: str | os.PathLike, out_safetensors: str | o
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
-    _check_nonempty(path)
+    require_nonempty_file(path)
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as e:

@@ -107,3 +107,16 @@ def test_v1_round_trip_through_load(tmp_path):
     x = torch.randn(1, 3, 64, 48)
     with torch.no_grad():
         assert loaded(x).shape == model(x).shape == (1, 17, 16, 12)
+
+
+def test_v1_pth_with_numpy_meta_loads_only_with_opt_in(tmp_path):
+    import numpy as np
+
+    model = build_sapiens1(replace(TINY, pos_grid=(4, 3)), "depth", V1HeadConfig(64, (8,) * 4, (8, 8), 1)).eval()
+    meta = {"dataset_meta": {"sigmas": np.linspace(0.1, 0.2, 17)}, "epoch": np.int64(88), "seed": 0}
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, tmp_path / "sapiens_tiny_depth.pth")
+    with pytest.raises(sapiens2.UnsafeCheckpointError, match="allow_pickle=True"):
+        sapiens2.load(tmp_path / "sapiens_tiny_depth.pth")
+    loaded = sapiens2.load(tmp_path / "sapiens_tiny_depth.pth", allow_pickle=True)
+    assert loaded.task == "depth" and loaded.backbone.config.patch_padding is None
+    assert torch.equal(loaded.decode_head.conv_seg.weight, model.decode_head.conv_seg.weight)
