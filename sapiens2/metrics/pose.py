@@ -12,6 +12,10 @@ The rules are those of COCO's keypoint evaluation as the reference runs it (xtco
 - precision is made monotone and read at 101 recall points; AP and AR average over thresholds.
 A setting with no non-ignored GT reports -1, as COCO does.
 
+Deliberate differences from pycocotools' COCOeval (the tests keep their data clear of them): it ignores a GT
+by its `num_keypoints` field instead of its labelled points, keeps detections with no scored point, and, as it
+records matches by annotation id, takes a match to a GT whose id is 0 for no match.
+
 The work is vectorized: OKS for whole batches of padded images at once, and greedy matching steps one detection
 rank at a time over all images, thresholds and area ranges together.
 """
@@ -39,6 +43,14 @@ METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm",
 _OKS_BUDGET = 4_000_000
 
 
+def _as_keypoints(x: object, n: int) -> np.ndarray:
+    """(n, K, 3) float64; an empty set keeps its K when it has one."""
+    arr = np.asarray(x, dtype=np.float64)
+    if n == 0:
+        return arr.reshape(0, arr.shape[1] if arr.ndim == 3 else 0, 3)
+    return arr.reshape(n, -1, 3)
+
+
 @dataclass
 class KeypointAnnotations:
     """Ground-truth people of a keypoint dataset (one row per annotation)."""
@@ -53,7 +65,7 @@ class KeypointAnnotations:
     def __post_init__(self) -> None:
         n = len(self.image_ids)
         self.image_ids = np.asarray(self.image_ids, dtype=np.int64).reshape(n)
-        self.keypoints = np.asarray(self.keypoints, dtype=np.float64).reshape(n, -1, 3)
+        self.keypoints = _as_keypoints(self.keypoints, n)
         self.area = np.asarray(self.area, dtype=np.float64).reshape(n)
         self.bbox = np.asarray(self.bbox, dtype=np.float64).reshape(n, 4)
         self.iscrowd = np.asarray(self.iscrowd, dtype=bool).reshape(n)
@@ -84,7 +96,7 @@ class KeypointDetections:
     def __post_init__(self) -> None:
         m = len(self.image_ids)
         self.image_ids = np.asarray(self.image_ids, dtype=np.int64).reshape(m)
-        self.keypoints = np.asarray(self.keypoints, dtype=np.float64).reshape(m, -1, 3)
+        self.keypoints = _as_keypoints(self.keypoints, m)
         self.scores = np.asarray(self.scores, dtype=np.float64).reshape(m)
         if self.area is None:
             if m and self.keypoints.shape[1]:
@@ -209,6 +221,11 @@ def keypoint_ap(
     """AP, AP50, AP75, APm, APl, AR, AR50, AR75, ARm, ARl (fractions in [0, 1], or -1 when undefined)."""
     sigmas = np.asarray(sigmas, dtype=np.float64)
     k = len(sigmas)
+    # An empty side may not know its keypoint count (e.g. read from a file with no annotations).
+    if len(gt.image_ids) == 0:
+        gt = KeypointAnnotations(gt.image_ids, np.zeros((0, k, 3)), gt.area, gt.bbox, gt.iscrowd, gt.all_image_ids)
+    if len(det.image_ids) == 0:
+        det = KeypointDetections(det.image_ids, np.zeros((0, k, 3)), det.scores, det.area)
     if gt.num_keypoints != k or det.num_keypoints != k:
         raise ValueError(
             f"{k} sigmas but {gt.num_keypoints} GT and {det.num_keypoints} predicted keypoints per person"
@@ -292,7 +309,9 @@ def keypoint_ap(
     return _summarize(precision, recall, list(area_ranges), np.asarray(thresholds))
 
 
-def _summarize(precision: np.ndarray, recall: np.ndarray, labels: list[str], thresholds: np.ndarray) -> dict[str, float]:
+def _summarize(
+    precision: np.ndarray, recall: np.ndarray, labels: list[str], thresholds: np.ndarray
+) -> dict[str, float]:
     def mean_defined(x: np.ndarray) -> float:
         x = x[x > -1]
         return float(np.mean(x)) if x.size else -1.0
@@ -349,6 +368,14 @@ def evaluate_keypoints(
     which is in COCO-17 order with the COCO sigmas.
     """
     k_gt, k_det = gt.num_keypoints, det.num_keypoints
+    if len(gt.image_ids) == 0:  # an empty side takes the other's keypoint count
+        k_gt = k_det
+        gt = KeypointAnnotations(gt.image_ids, np.zeros((0, k_gt, 3)), gt.area, gt.bbox, gt.iscrowd, gt.all_image_ids)
+    if len(det.image_ids) == 0:
+        k_det = k_gt
+        det = KeypointDetections(det.image_ids, np.zeros((0, k_det, 3)), det.scores, det.area)
+    if k_gt == 0:
+        raise ValueError("nothing to evaluate: neither the GT nor the predictions hold a person")
     if k_gt == 308 and k_det == 17:
         sigmas, body = keypoint_sigmas("keypoints308", "body")
         return {"coco17": keypoint_ap(gt.select(body), det, sigmas, max_dets)}

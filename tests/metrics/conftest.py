@@ -1,4 +1,4 @@
-"""Shared fixtures: the spec's data files live next to the repository, in ../shared/spec/data."""
+"""The spec's data files (keypoint and class tables), from the `shared` fixture of tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
-SPEC_DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "spec" / "data"
-
 
 @pytest.fixture(scope="session")
-def spec_data() -> Path:
-    if not SPEC_DATA.is_dir():
-        pytest.skip("the shared spec data (../shared/spec/data) is not available")
-    return SPEC_DATA
+def spec_data(shared: Path) -> Path:
+    path = shared / "spec" / "data"
+    if not path.is_dir():
+        pytest.skip("the spec data files are not in ../shared/spec/data")
+    return path
 
 
 @pytest.fixture(scope="session")

@@ -188,3 +188,13 @@ def test_308_gt_with_17_point_predictions_scores_the_body():
     det = KeypointDetections([1], np.concatenate([gt_kp[:, body, :2], np.ones((1, 17, 1))], 2), [0.7])
     r = evaluate_keypoints(gt, det)
     assert list(r) == ["coco17"] and r["coco17"]["AP"] == ONE
+
+
+def test_no_predictions_scores_zero_and_no_people_is_undefined():
+    gt = _gt([1], np.ones((1, 308, 3)) * [100.0, 100.0, 2], [5000.0])
+    none = KeypointDetections(np.zeros(0), np.zeros((0, 0, 3)), np.zeros(0))
+    r = evaluate_keypoints(gt, none)
+    assert r["wholebody"]["AP"] == 0.0 and r["face"]["AR"] == 0.0
+    nobody = _gt(np.zeros(0), np.zeros((0, 0, 3)), np.zeros(0), all_images=[1])
+    det = KeypointDetections([1], np.ones((1, 17, 3)), [0.5])
+    assert evaluate_keypoints(nobody, det)["coco17"]["AP"] == -1.0
