@@ -13,6 +13,7 @@ import contextlib
 import io
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -77,7 +78,7 @@ def cocoeval_seconds(gt: KeypointAnnotations, det: KeypointDetections, sigmas: n
     return time.perf_counter() - start
 
 
-def timed(fn) -> float:
+def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
@@ -117,7 +118,7 @@ def main() -> None:
     img = rng.uniform(0, 1, (h, w, 3))
     alpha = rng.uniform(0, 1, (h, w))
 
-    def run(acc, *maps):
+    def run(acc: object, *maps: np.ndarray) -> None:
         for _ in range(n):
             acc.update(*maps)
         acc.compute()

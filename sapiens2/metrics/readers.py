@@ -251,7 +251,10 @@ def file_stem(path: Path) -> str:
 
 
 def pair_files(
-    pred_dir: str | Path, gt_dir: str | Path, gt_suffixes: tuple[str, ...], pred_suffixes: tuple[str, ...],
+    pred_dir: str | Path,
+    gt_dir: str | Path,
+    gt_suffixes: tuple[str, ...],
+    pred_suffixes: tuple[str, ...],
     pred_tags: tuple[str, ...] = (),
 ) -> list[tuple[str, Path, Path]]:
     """(stem, prediction, GT) for every GT file; a GT without a prediction is an error.
