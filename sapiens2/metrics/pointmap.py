@@ -15,8 +15,8 @@ Over mask pixels, pooled over the dataset:
   `within_T_deg` as fractions (not percent, as in the reference). Mask pixels where the GT normal is undefined
   (zero or parallel tangents, e.g. a flat border row) are left out of the normal statistics only. (The
   reference adds 1e-6 to the norm instead, which shortens small normals and so biases angles up, up to 90
-  degrees between identical near-degenerate normals.) The GT map is used as given; the reference's GT holds zeros outside the mask, which
-  bends GT normals along the mask border.
+  degrees between identical near-degenerate normals.) The GT map is used as given; the reference's GT holds
+  zeros outside the mask, which bends GT normals along the mask border.
 """
 
 from __future__ import annotations
