@@ -8,9 +8,10 @@ __version__ = "0.1.0"
 from sapiens2.checkpoint import CheckpointError, UnsafeCheckpointError
 from sapiens2.hub import CheckpointMismatchError, CheckpointNotFoundError, UnknownModelError, inspect, load
 from sapiens2.models import BackboneConfig, build_model
+from sapiens2.tasks.pose import Pose, PoseResult
 from sapiens2.zoo import MODELS
 
 __all__ = [
-    "MODELS", "BackboneConfig", "CheckpointError", "CheckpointMismatchError", "CheckpointNotFoundError",
+    "MODELS", "BackboneConfig", "Pose", "PoseResult", "CheckpointError", "CheckpointMismatchError", "CheckpointNotFoundError",
     "UnknownModelError", "UnsafeCheckpointError", "__version__", "build_model", "inspect", "load",
 ]

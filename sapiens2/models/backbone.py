@@ -69,6 +69,8 @@ class Sapiens2Backbone(nn.Module):
     the task heads read.
     """
 
+    task = "pretrain"
+
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         cfg = config

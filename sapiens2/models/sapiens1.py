@@ -103,6 +103,8 @@ class _Block(nn.Module):
 class Sapiens1Backbone(nn.Module):
     """Patch embed -> (+cls) -> + pos_embed (resized bicubic when the grid differs) -> blocks -> LayerNorm."""
 
+    task = "pretrain"
+
     def __init__(self, config: Sapiens1Config) -> None:
         super().__init__()
         cfg = config

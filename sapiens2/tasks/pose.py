@@ -1,0 +1,227 @@
+"""`Pose`: photos in, people with whole-body keypoints out (top-down: detect, crop, heatmaps, decode).
+
+The steps and their conventions follow the reference demo: boxes from the person detector (or given,
+or the whole image), each box padded by 1.25 and widened to the 3:4 network aspect, a UDP affine crop to
+768x1024, all people of a batch of images through the network together, optional flip test, UDP
+decoding with its refinement step, and the keypoints mapped back to image pixels. When the detector
+finds nobody the whole image is used, as the reference does, and the result says so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sapiens2.io.images import read_image
+from sapiens2.keypoints.convert import ConvertedKeypoints, convert_keypoints
+from sapiens2.keypoints.metadata import KeypointSet
+from sapiens2.tasks.dense_models import resolve_model
+from sapiens2.tasks.resize import normalize
+from sapiens2.tasks.topdown import (
+    BBOX_PADDING,
+    INPUT_SIZE,
+    average_flip_heatmaps,
+    crop_people,
+    full_image_box,
+    heatmaps_to_keypoints,
+)
+from sapiens2.vis.pose import keypoint_set_for
+
+BoxSource = str  # "detector", "given", "whole image", "whole image (nobody detected)"
+Detector = Callable[[np.ndarray], Any]
+
+
+@dataclass
+class Person:
+    """One person: the box that was cropped, and keypoints in image pixels."""
+
+    box: np.ndarray  # (4,) x1, y1, x2, y2
+    box_score: float
+    keypoints: np.ndarray  # (K, 2) x, y
+    scores: np.ndarray  # (K,)
+
+    def as_array(self) -> np.ndarray:
+        """(K, 3): x, y, score."""
+        return np.concatenate([self.keypoints, self.scores[:, None]], axis=1)
+
+
+@dataclass
+class PoseResult:
+    """Everyone found in one image."""
+
+    people: list[Person]
+    image_size: tuple[int, int]  # (H, W)
+    keypoint_set: KeypointSet
+    box_source: BoxSource
+    path: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self.keypoint_set.names
+
+    def keypoints(self) -> np.ndarray:
+        """(N, K, 3) for the N people: x, y, score."""
+        k = len(self.keypoint_set)
+        return np.stack([p.as_array() for p in self.people]) if self.people else np.zeros((0, k, 3), np.float32)
+
+    def boxes(self) -> np.ndarray:
+        """(N, 5): x1, y1, x2, y2, box score."""
+        if not self.people:
+            return np.zeros((0, 5), np.float32)
+        return np.stack([np.append(p.box, p.box_score) for p in self.people]).astype(np.float32)
+
+    def convert(self, to: str) -> ConvertedKeypoints:
+        """The keypoints in another format: 'coco17', 'coco_wholebody133', 'openpose_body25', 'openpose_body18'."""
+        kp = self.keypoints()
+        return convert_keypoints(kp[..., :2], kp[..., 2], to=to)
+
+
+def _as_boxes(boxes: Any) -> np.ndarray:
+    """(N, 4) or (N, 5) boxes from a list, an array, a tensor or a Detections-like object."""
+    if hasattr(boxes, "as_array"):
+        boxes = boxes.as_array()
+    if isinstance(boxes, torch.Tensor):
+        boxes = boxes.detach().cpu().numpy()
+    arr = np.asarray(boxes, dtype=np.float32)
+    if arr.size == 0:
+        return np.zeros((0, 5), np.float32)
+    arr = arr.reshape(-1, arr.shape[-1])
+    if arr.shape[1] not in (4, 5):
+        raise ValueError(f"boxes must be N x 4 (x1, y1, x2, y2) or N x 5 (with a score), got {arr.shape}")
+    if arr.shape[1] == 4:
+        arr = np.concatenate([arr, np.ones((len(arr), 1), np.float32)], axis=1)
+    bad = (arr[:, 2] <= arr[:, 0]) | (arr[:, 3] <= arr[:, 1]) | ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        raise ValueError(f"boxes must have x2 > x1 and y2 > y1 and be finite; bad rows: {np.flatnonzero(bad).tolist()}")
+    return arr
+
+
+def _default_detector(device: str | torch.device | None) -> Detector:
+    from sapiens2.detect import PersonDetector
+    from sapiens2.hub import resolve
+
+    path, _ = resolve("rtmdet-m-person")
+    return PersonDetector.from_file(path, device=device)
+
+
+class Pose:
+    """Whole-body pose for photos.
+
+    `model`: a size ("0.4b", "0.8b", "1b", "5b"), an official name (also v1: "sapiens-pose-1b-coco17"),
+    a checkpoint path, or a loaded pose network. `detector`: "rtmdet" (the built-in person detector on
+    the official weights), None (the whole image is one person), or any callable taking an RGB image and
+    returning N x 4 / N x 5 boxes. Call on one image (path or H x W x 3 uint8 RGB array) or a list.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | nn.Module = "0.4b",
+        detector: str | Detector | None = "rtmdet",
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        flip_test: bool = False,
+        batch_size: int = 8,
+        box_padding: float = BBOX_PADDING,
+    ) -> None:
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.network = resolve_model("pose", model, device=self.device, dtype=dtype)
+        self.dtype = next(self.network.parameters()).dtype
+        self.keypoint_set = keypoint_set_for(self._num_keypoints())
+        if detector == "rtmdet":
+            detector = _default_detector(self.device)
+        elif isinstance(detector, str):
+            raise ValueError(f"unknown detector {detector!r}: use 'rtmdet', None or a callable returning boxes")
+        self.detector = detector
+        self.flip_test = flip_test
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.batch_size = batch_size
+        self.box_padding = box_padding
+
+    def _num_keypoints(self) -> int:
+        head = getattr(self.network, "decode_head", None) or getattr(self.network, "head", None)
+        final = getattr(head, "conv_pose", None) or getattr(head, "final_layer", None)
+        if final is None:
+            raise ValueError("the network has no pose head (conv_pose / final_layer)")
+        return final.out_channels
+
+    def __call__(
+        self,
+        images: str | os.PathLike | np.ndarray | Sequence[str | os.PathLike | np.ndarray],
+        boxes: Any | Sequence[Any] | None = None,
+    ) -> PoseResult | list[PoseResult]:
+        """People in each image. `boxes` (per image) skips the detector for the images it is given for."""
+        single = isinstance(images, (str, os.PathLike, np.ndarray))
+        batch = [images] if single else list(images)
+        if boxes is not None and single:
+            boxes = [boxes]
+        if boxes is not None and len(boxes) != len(batch):
+            raise ValueError(f"{len(batch)} images but {len(boxes)} box lists")
+        paths = [Path(x) if isinstance(x, (str, os.PathLike)) else None for x in batch]
+        arrays = [read_image(x) if p is not None else _check_image(x) for x, p in zip(batch, paths)]
+        sources, per_image = [], []
+        for i, image in enumerate(arrays):
+            b, source = self._boxes(image, None if boxes is None else boxes[i])
+            per_image.append(b)
+            sources.append(source)
+        results = self._estimate(arrays, per_image)
+        out = [PoseResult(people, img.shape[:2], self.keypoint_set, src, path)
+               for people, img, src, path in zip(results, arrays, sources, paths)]
+        return out[0] if single else out
+
+    def _boxes(self, image: np.ndarray, given: Any | None) -> tuple[np.ndarray, BoxSource]:
+        h, w = image.shape[:2]
+        whole = np.append(full_image_box((h, w)), 1.0).astype(np.float32)[None]
+        if given is not None:
+            return _as_boxes(given), "given"
+        if self.detector is None:
+            return whole, "whole image"
+        found = _as_boxes(self.detector(image))
+        if len(found) == 0:
+            return whole, "whole image (nobody detected)"
+        return found, "detector"
+
+    @torch.inference_mode()
+    def _estimate(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[list[Person]]:
+        """All people of all images through the network in batches of `batch_size` crops."""
+        jobs = [(i, crop_people(img, b[:, :4], self.box_padding, INPUT_SIZE), b[:, 4]) for i, (img, b) in
+                enumerate(zip(images, boxes)) if len(b)]
+        crops = np.concatenate([c.crops for _, c, _ in jobs]) if jobs else np.zeros((0, INPUT_SIZE[1], INPUT_SIZE[0], 3), np.uint8)
+        heatmaps = [self._heatmaps(crops[s : s + self.batch_size]) for s in range(0, len(crops), self.batch_size)]
+        people: list[list[Person]] = [[] for _ in images]
+        if not jobs:
+            return people
+        heat = np.concatenate(heatmaps)
+        start = 0
+        for i, crop, scores in jobs:
+            n = len(crop.boxes)
+            kp, kp_scores = heatmaps_to_keypoints(heat[start : start + n], crop.centers, crop.scales, INPUT_SIZE)
+            start += n
+            for j in range(n):
+                people[i].append(Person(crop.boxes[j].copy(), float(scores[j]), kp[j].astype(np.float32),
+                                        kp_scores[j].astype(np.float32)))
+        return people
+
+    def _heatmaps(self, crops: np.ndarray) -> np.ndarray:
+        x = normalize(crops, device=self.device, dtype=self.dtype)
+        heat = self.network(x)
+        if self.flip_test:
+            flipped = self.network(x.flip(-1))
+            heat = average_flip_heatmaps(heat, flipped, self.keypoint_set.flip_indices)
+        return heat.float().cpu().numpy()
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        shape = getattr(image, "shape", None)
+        raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {type(image).__name__} {shape}")
+    return image
