@@ -104,6 +104,39 @@ def _as_boxes(boxes: Any) -> np.ndarray:
     return arr
 
 
+def read_coco_detections(path: str | os.PathLike, score_threshold: float = 0.0,
+                         category_id: int | None = 1) -> dict[int | str, np.ndarray]:
+    """Boxes from a COCO-style detections JSON: image key -> (N, 5) x1, y1, x2, y2, score.
+
+    The key is `file_name` when the entries carry one, else `image_id`. Entries of another category
+    (when `category_id` is given) or scored below the threshold are skipped.
+    """
+    import json
+
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable detections JSON ({e})") from e
+    if isinstance(entries, dict) and "annotations" in entries:
+        entries = entries["annotations"]
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a list of detections (COCO results format)")
+    out: dict[int | str, list[list[float]]] = {}
+    for i, det in enumerate(entries):
+        try:
+            x, y, w, h = (float(v) for v in det["bbox"])
+            key = det.get("file_name", det["image_id"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: detection {i} lacks a valid 'bbox' [x, y, w, h] and 'image_id' ({e})") from e
+        if category_id is not None and det.get("category_id", category_id) != category_id:
+            continue
+        score = float(det.get("score", 1.0))
+        if score >= score_threshold and w > 0 and h > 0:
+            out.setdefault(key, []).append([x, y, x + w, y + h, score])
+    return {k: np.asarray(v, np.float32) for k, v in out.items()}
+
+
 def _default_detector(device: str | torch.device | None) -> Detector:
     from sapiens2.detect import PersonDetector
     from sapiens2.hub import resolve

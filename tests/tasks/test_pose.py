@@ -120,3 +120,21 @@ def test_default_detector_offline_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
     with pytest.raises(sapiens2.CheckpointNotFoundError, match="rtmdet_m.pth.*facebook/sapiens-pose-bbox-detector"):
         Pose(BrightestPixelPose(17))
+
+
+def test_coco_detections_json(tmp_path):
+    import json
+
+    from sapiens2.tasks.pose import read_coco_detections
+
+    dets = [{"image_id": 3, "bbox": [10, 20, 30, 40], "score": 0.9, "category_id": 1},
+            {"image_id": 3, "bbox": [0, 0, 5, 5], "score": 0.1, "category_id": 1},
+            {"image_id": 4, "bbox": [1, 2, 3, 4], "score": 0.8, "category_id": 2},
+            {"image_id": 5, "bbox": [1, 1, 2, 2]}]
+    (tmp_path / "d.json").write_text(json.dumps(dets))
+    boxes = read_coco_detections(tmp_path / "d.json", score_threshold=0.5)
+    assert set(boxes) == {3, 5}
+    np.testing.assert_allclose(boxes[3], [[10, 20, 40, 60, 0.9]])
+    (tmp_path / "bad.json").write_text(json.dumps([{"image_id": 1}]))
+    with pytest.raises(ValueError, match=r"bad\.json: detection 0 lacks a valid 'bbox'"):
+        read_coco_detections(tmp_path / "bad.json")
