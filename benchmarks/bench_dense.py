@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, peak_rss_mib, print_table  # noqa: E402
+from common import machine, peak_rss_mib, print_table
 
 TASKS = ("seg", "normal", "pointmap", "albedo", "matting")
 
@@ -122,7 +122,7 @@ def main() -> None:
             runs = {}
             for batch in (int(b) for b in args.batches.split(",")):
                 proc = subprocess.run([sys.executable, __file__, f"--worker={task},{size},{batch}", *passthrough],
-                                      capture_output=True, text=True)
+                                      check=False, capture_output=True, text=True)
                 if proc.returncode != 0:
                     tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
                     rows.append([task, size, batch, "failed", "", "", tail[:80]])

@@ -48,7 +48,16 @@ from sapiens2.tasks import camera
 from sapiens2.tasks.dense_models import resolve_model
 from sapiens2.tasks.masks import foreground_mask
 from sapiens2.tasks.ply import write_ply
-from sapiens2.tasks.resize import Placement, Policy, Upsampling, normalize, place, placement, to_source, to_source_smooth
+from sapiens2.tasks.resize import (
+    Placement,
+    Policy,
+    Upsampling,
+    normalize,
+    place,
+    placement,
+    to_source,
+    to_source_smooth,
+)
 from sapiens2.tasks.seg29 import SegClasses, seg29
 from sapiens2.vis import dense as vis
 from sapiens2.zoo import DENSE_INPUT
@@ -57,8 +66,20 @@ ImageLike = np.ndarray | str | os.PathLike
 R = TypeVar("R")
 
 __all__ = [
-    "Albedo", "AlbedoResult", "DensePipeline", "DensePredictor", "Matting", "MattingResult", "Normals",
-    "NormalsResult", "Pointmap", "PointmapResult", "Prepared", "Segmenter", "SegmentationResult", "as_image",
+    "Albedo",
+    "AlbedoResult",
+    "DensePipeline",
+    "DensePredictor",
+    "Matting",
+    "MattingResult",
+    "Normals",
+    "NormalsResult",
+    "Pointmap",
+    "PointmapResult",
+    "Prepared",
+    "SegmentationResult",
+    "Segmenter",
+    "as_image",
     "run_tasks",
 ]
 
@@ -90,7 +111,11 @@ def as_image(image: ImageLike) -> np.ndarray:
 
 
 def _as_list(images: ImageLike | Sequence[ImageLike]) -> tuple[list[ImageLike], bool]:
-    """(the images, whether a single image was given)."""
+    """(the images, whether a single image was given); an N x H x W x 3 array counts as N images."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        if len(images) == 0:
+            raise ValueError("got an empty stack of images")
+        return list(images), False  # N x H x W x 3: a batch
     if isinstance(images, (str, os.PathLike, np.ndarray, torch.Tensor)):
         return [images], True
     if isinstance(images, Sequence):

@@ -21,7 +21,9 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 def foreground_mask(source: Any, shape: tuple[int, int] | None = None) -> np.ndarray:
     """An H x W boolean mask from a segmentation / matting result, a bool, label or alpha array, or a saved file."""
-    if hasattr(source, "foreground") and not isinstance(source, np.ndarray):
+    if hasattr(source, "alpha") and not isinstance(source, np.ndarray):  # a matting result
+        mask = np.asarray(source.alpha) >= 0.5
+    elif hasattr(source, "labels") and not isinstance(source, np.ndarray):  # a segmentation result
         mask = np.asarray(source.foreground, dtype=bool)
     elif isinstance(source, (str, os.PathLike)):
         mask = read_mask_file(source)

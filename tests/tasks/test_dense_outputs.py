@@ -17,7 +17,6 @@ from sapiens2.tasks.dense_outputs import (
     save_matting,
     save_normals,
     save_picture,
-    save_pointmap,
     save_result,
     save_segmentation,
 )

@@ -172,3 +172,12 @@ def test_official_matting_head_has_the_release_widths():
 def test_unknown_matting_names_are_refused():
     with pytest.raises(sapiens2.UnknownModelError, match="sapiens2-matting-1b"):
         load_matting("sapiens2-matting-2b")
+
+
+def test_a_stacked_array_is_a_batch_and_a_matte_can_mask():
+    imgs = np.stack([_photo(40, 30, 1), _photo(40, 30, 2)])
+    predictors = {"matting": Matting(ConstantMatte(), input_size=SMALL_INPUT),
+                  "albedo": Albedo(tiny_model("albedo"), input_size=SMALL_INPUT)}
+    out = run_tasks(imgs, predictors, mask_from="matting")
+    assert len(out) == 2
+    np.testing.assert_array_equal(out[1]["albedo"].mask, out[1]["matting"].alpha >= 0.5)
