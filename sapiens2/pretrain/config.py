@@ -23,6 +23,9 @@ from sapiens2.train.config import ConfigError, apply_override, from_dict
 class ModelConfig:
     arch: str | None = None  # "0.1b" ... "5b", "1b-4k"
     backbone: dict[str, Any] | None = None  # a custom BackboneConfig (fields as in sapiens2.models)
+    # Start from weights (a fresh run only; resuming wins): a pretrain safetensors file (student and
+    # teacher backbones) or a training checkpoint `step_N.pt` (student, teacher, heads; new optimizer).
+    init: str | None = None
     grad_checkpointing: bool = False
     rope_dtype: Literal["bfloat16", "float32"] = "bfloat16"
 

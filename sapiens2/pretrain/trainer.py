@@ -154,8 +154,8 @@ class Pretrainer:
     def run(self, resume: bool = True) -> Path:
         """Train to `train.num_iters`; returns the exported backbone (safetensors, official layout)."""
         cfg = self.cfg
-        if resume:
-            self.resume()
+        if not (resume and self.resume()) and cfg.model.init:
+            self.initialize_from(cfg.model.init)
         paths = list_images(cfg.data.source)
         n_params = sum(p.numel() for p in self.meta.student.backbone.parameters())
         self.print(f"pretraining a {n_params / 1e6:.1f}M-parameter backbone on {len(paths)} images, "
@@ -231,6 +231,23 @@ class Pretrainer:
         self.step = int(state["step"])
         self.print(f"resumed from {path} at step {self.step}")
         return True
+
+    def initialize_from(self, source: str | Path) -> None:
+        """Weights from a training checkpoint (`.pt`: the whole model) or a pretrain backbone file."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        opts = StateDictOptions(full_state_dict=True)
+        if str(source).endswith(".pt"):
+            state = torch.load(source, map_location="cpu", weights_only=True)["model"]
+        else:
+            from sapiens2.hub import load
+
+            backbone = load(source).state_dict()
+            state = self.full_state()["model"]
+            for net in ("student", "teacher"):
+                state.update({f"{net}.backbone.{k}": v for k, v in backbone.items()})
+        set_model_state_dict(self.meta, state, options=opts)
+        self.print(f"initialised from {source}")
 
     def export(self, path: str | Path, which: str = "teacher") -> Path:
         """The `which` ('teacher' or 'student') backbone as bare keys in safetensors: the official
