@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import sapiens2
 
@@ -70,13 +71,90 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    """A pickle checkpoint (.pth) to .safetensors, read with the restricted unpickler."""
+    from sapiens2.safe_pickle import convert_to_safetensors
+
+    try:
+        print(convert_to_safetensors(args.input, args.output))
+    except (sapiens2.CheckpointError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Metrics for saved predictions, or (pose) predict with a model first, then score."""
+    from sapiens2.metrics.report import evaluate, format_table
+
+    pred = args.pred
+    if args.model is not None:
+        if args.task != "pose" or not args.images:
+            print("error: --model needs task 'pose' and --images (a folder of the ground truth's images)",
+                  file=sys.stderr)
+            return 2
+        pred = _predict_pose_for_eval(args)
+    if pred is None:
+        print("error: give --pred (saved predictions) or --model with --images", file=sys.stderr)
+        return 2
+    options = {"max_dets": args.max_dets, "num_classes": args.num_classes, "align": args.align,
+               "mask": args.mask, "trimap": args.trimap}
+    try:
+        results = evaluate(args.task, pred, args.gt, **{k: v for k, v in options.items() if v is not None})
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(format_table(results))
+    if args.out:
+        from sapiens2.io.writers import write_json
+
+        write_json(Path(args.out), results)
+    return 0
+
+
+def _predict_pose_for_eval(args: argparse.Namespace) -> Path:
+    """Run `Pose` on every image the ground truth lists and write COCO results next to --out."""
+    import json
+
+    import numpy as np
+
+    from sapiens2.io.writers import write_json
+    from sapiens2.keypoints.coco_results import to_coco_results
+
+    gt = json.loads(Path(args.gt).read_text())
+    boxes_by_image: dict[int, list] = {}
+    for ann in gt.get("annotations", []):
+        x, y, w, h = ann["bbox"]
+        boxes_by_image.setdefault(ann["image_id"], []).append([x, y, x + w, y + h, 1.0])
+    pose = sapiens2.Pose(args.model, detector=None if args.gt_boxes else "rtmdet", device=args.device,
+                         flip_test=args.flip_test)
+    results: list[dict] = []
+    for image in gt["images"]:
+        given = boxes_by_image.get(image["id"], []) if args.gt_boxes else None
+        if given is not None and not given:
+            continue
+        found = pose(str(Path(args.images) / image["file_name"]), boxes=given)
+        kp = found.keypoints()
+        if len(kp) == 0:
+            continue
+        if kp.shape[1] == 308:
+            results += to_coco_results(image["id"], kp[..., :2], kp[..., 2], bbox_scores=found.boxes()[:, 4])
+        else:
+            results += [{"image_id": image["id"], "category_id": 1, "score": float(p[:, 2].mean()),
+                         "keypoints": np.round(p, 3).ravel().tolist()} for p in kp]
+    out = Path(args.out).with_suffix(".predictions.json") if args.out else Path("pose_predictions.json")
+    write_json(out, results)
+    print(f"predictions: {out}")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sapiens2", description="Sapiens2 human-centric vision models.")
     parser.add_argument("--version", action="version", version=f"sapiens2 {sapiens2.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("models", help="list the official models and which are available locally")
-    p.add_argument("--task", choices=["pretrain", "pose", "seg", "normal", "pointmap", "albedo"])
+    p.add_argument("--task", choices=["pretrain", "pose", "seg", "normal", "pointmap", "albedo", "matting", "depth", "detect"])
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("download", help="fetch official checkpoints into the Hugging Face cache")
@@ -87,6 +165,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("--allow-pickle", action="store_true", help="read .pth/.bin files (weights only)")
     p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("convert", help="convert a .pth checkpoint to .safetensors (no code from it is run)")
+    p.add_argument("input", metavar="IN.pth")
+    p.add_argument("output", nargs="?", metavar="OUT.safetensors", help="default: beside the input")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("eval", help="score predictions against ground truth (pose, seg, normal, pointmap, ...)")
+    p.add_argument("task", choices=["pose", "seg", "normal", "pointmap", "albedo", "matting"])
+    p.add_argument("--gt", required=True, help="COCO keypoint JSON (pose) or a folder of ground-truth maps")
+    p.add_argument("--pred", help="COCO results JSON (pose) or a folder of predicted maps")
+    p.add_argument("--model", help="pose: predict with this model first (size, name or file)")
+    p.add_argument("--images", help="pose with --model: the folder holding the ground truth's images")
+    p.add_argument("--gt-boxes", action="store_true", help="pose with --model: crop the ground-truth boxes")
+    p.add_argument("--flip-test", action="store_true")
+    p.add_argument("--device", default=None)
+    p.add_argument("--out", help="write the metrics as JSON here")
+    p.add_argument("--max-dets", type=int)
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--align", choices=["none", "scale", "scale_shift"])
+    p.add_argument("--mask", help="folder of masks (normal, pointmap, albedo)")
+    p.add_argument("--trimap", help="folder of trimaps (matting)")
+    p.set_defaults(func=_cmd_eval)
     return parser
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from sapiens2.checkpoint import CheckpointError, UnsafeCheckpointError  # noqa: F401 - re-raised types
 
@@ -176,3 +177,22 @@ def state_dict_from_checkpoint(obj: Any, path: str | os.PathLike) -> dict[str, t
 def read_pickle_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a pickle checkpoint, read with the restricted unpickler."""
     return state_dict_from_checkpoint(read_pickle_checkpoint(path), path)
+
+
+def convert_to_safetensors(pth: str | os.PathLike, out_safetensors: str | os.PathLike | None = None) -> Path:
+    """Write the state dict of a `.pth` as `.safetensors` (default: beside it, same stem), once.
+
+    The file is written to a temporary name and renamed into place, so a reader never sees half a file.
+    Tensors that share storage in the pickle (e.g. the detector head's shared convs) are written as copies.
+    """
+    pth = Path(pth)
+    out = Path(out_safetensors) if out_safetensors is not None else pth.with_suffix(".safetensors")
+    state = read_pickle_state_dict(pth)
+    tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata={"format": "pt", "converted_from": pth.name})
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return out

@@ -21,7 +21,7 @@ def test_models_lists_the_zoo_and_local_files(shared, tmp_path, monkeypatch, cap
     write_sparse_safetensors(official_layout(shared, "sapiens2_0.4b_pose"), tmp_path / "pose" / "sapiens2_0.4b_pose.safetensors")
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    assert len([line for line in out.splitlines() if line.startswith(("sapiens2-", "sapiens-"))]) == len(sapiens2.MODELS)
+    assert len([line for line in out.splitlines() if line.startswith(("sapiens2-", "sapiens-", "rtmdet-"))]) == len(sapiens2.MODELS)
     pose_line = next(line for line in out.splitlines() if line.startswith("sapiens2-pose-0.4b "))
     assert str(tmp_path / "pose" / "sapiens2_0.4b_pose.safetensors") in pose_line
     assert "facebook/sapiens2-pretrain-1b-4k" in out and "4096x3072" in out
@@ -44,3 +44,79 @@ def test_inspect_reports_each_file_and_fails_on_bad_ones(shared, tmp_path, capsy
     captured = capsys.readouterr()
     assert "Sapiens2 1b-4k pretrain backbone" in captured.out
     assert "b.safetensors" in captured.err
+
+
+def test_convert_pth_to_safetensors(tmp_path, capsys):
+    import torch
+
+    torch.save({"state_dict": {"a.weight": torch.ones(2, 3)}, "meta": {"epoch": 3}}, tmp_path / "m.pth")
+    assert main(["convert", str(tmp_path / "m.pth")]) == 0
+    from safetensors.torch import load_file
+
+    assert load_file(tmp_path / "m.safetensors")["a.weight"].sum() == 6
+    (tmp_path / "junk.pth").write_bytes(b"not a zip")
+    assert main(["convert", str(tmp_path / "junk.pth")]) == 1
+    assert "junk.pth" in capsys.readouterr().err
+
+
+def _coco_gt(tmp_path, n_people=2):
+    import json
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    images, anns = [], []
+    for i in range(3):
+        images.append({"id": i, "file_name": f"img{i}.png", "height": 120, "width": 160})
+        for j in range(n_people):
+            kp = np.concatenate([rng.uniform(20, 100, (17, 2)), np.full((17, 1), 2.0)], axis=1)
+            x0, y0 = kp[:, :2].min(0)
+            x1, y1 = kp[:, :2].max(0)
+            anns.append({"id": len(anns) + 1, "image_id": i, "category_id": 1, "iscrowd": 0,
+                         "bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)],
+                         "area": float((x1 - x0) * (y1 - y0)), "keypoints": kp.ravel().tolist(),
+                         "num_keypoints": 17})
+    gt = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "person"}]}
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    return gt
+
+
+def test_eval_pose_perfect_predictions_score_one(tmp_path, capsys):
+    import json
+
+    gt = _coco_gt(tmp_path)
+    preds = [{"image_id": a["image_id"], "category_id": 1, "keypoints": a["keypoints"], "score": 1.0}
+             for a in gt["annotations"]]
+    (tmp_path / "pred.json").write_text(json.dumps(preds))
+    assert main(["eval", "pose", "--gt", str(tmp_path / "gt.json"), "--pred", str(tmp_path / "pred.json"),
+                 "--out", str(tmp_path / "metrics.json")]) == 0
+    assert "AP" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert json.dumps(metrics).count("1.0") > 0
+
+
+def test_eval_pose_with_a_model_predicts_then_scores(tmp_path, capsys):
+    import cv2
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from sapiens2.models import BackboneConfig, PoseHeadConfig, build_model
+
+    _coco_gt(tmp_path, n_people=1)
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((120, 160, 3), 90, np.uint8))
+    torch.manual_seed(0)
+    net = build_model(BackboneConfig(embed_dim=32, depth=2, num_heads=2), "pose",
+                      PoseHeadConfig(32, (8, 8), conv_channels=(8, 8, 8), num_keypoints=17))
+    save_file(net.state_dict(), tmp_path / "tiny17.safetensors")
+    code = main(["eval", "pose", "--gt", str(tmp_path / "gt.json"), "--model", str(tmp_path / "tiny17.safetensors"),
+                 "--images", str(tmp_path), "--gt-boxes", "--out", str(tmp_path / "m.json")])
+    assert code == 0
+    assert (tmp_path / "m.predictions.json").exists() and (tmp_path / "m.json").exists()
+
+
+def test_eval_needs_predictions_or_a_model(tmp_path, capsys):
+    _coco_gt(tmp_path)
+    assert main(["eval", "pose", "--gt", str(tmp_path / "gt.json")]) == 2
+    assert main(["eval", "seg", "--gt", str(tmp_path), "--model", "x"]) == 2

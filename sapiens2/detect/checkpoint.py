@@ -26,11 +26,16 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from sapiens2.checkpoint import CheckpointError, UnsafeCheckpointError  # noqa: F401 - re-exported
 from sapiens2.detect.rtmdet import RTMDet, RTMDetConfig, shared_head_keys
-from sapiens2.safe_pickle import read_pickle_checkpoint, require_nonempty_file, state_dict_from_checkpoint
+from sapiens2.safe_pickle import (
+    convert_to_safetensors,
+    read_pickle_checkpoint,
+    require_nonempty_file,
+    state_dict_from_checkpoint,
+)
 
 _LIST_LIMIT = 12
 
@@ -39,23 +44,8 @@ _LIST_LIMIT = 12
 DetectorCheckpointError = CheckpointError
 
 
-def convert_detector_checkpoint(pth: str | os.PathLike, out_safetensors: str | os.PathLike | None = None) -> Path:
-    """Write the state dict of a detector `.pth` as `.safetensors` (default: beside it, same stem).
-
-    The file is written to a temporary name and renamed into place, so a reader never sees half a file.
-    Tensors that share storage in the pickle (the head's shared convs) are written as separate copies.
-    """
-    pth = Path(pth)
-    out = Path(out_safetensors) if out_safetensors is not None else pth.with_suffix(".safetensors")
-    state = state_dict_from_checkpoint(read_pickle_checkpoint(pth), pth)
-    tensors = {k: v.detach().contiguous().clone() for k, v in state.items()}
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        save_file(tensors, str(tmp), metadata={"format": "pt", "converted_from": pth.name})
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+# The detector's one-time conversion is the generic one.
+convert_detector_checkpoint = convert_to_safetensors
 
 
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
