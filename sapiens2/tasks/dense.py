@@ -439,6 +439,15 @@ class Pointmap(DensePredictor[PointmapResult]):
     task = "pointmap"
     policy = "pad"
 
+    def run(self, prepared: Sequence[Prepared]) -> list[PointmapResult]:
+        try:
+            return super().run(prepared)
+        except ValueError as e:
+            if "scale branch" not in str(e):
+                raise
+            raise ValueError(f"{e}; this predictor feeds {self.input_size[0]}x{self.input_size[1]}: pass "
+                             "input_size=(H, W) of the model's training input") from e
+
     def _finish(self, output: tuple[torch.Tensor, torch.Tensor], index: int, prepared: Prepared) -> PointmapResult:
         points, scale = output
         s = scale[index].float().reshape(())
