@@ -37,7 +37,6 @@ def build_network(task: str, size: str, input_size: tuple[int, int]) -> torch.nn
     """The official arch and head of `size` with random weights ('tiny': a 2-block toy for smoke runs)."""
     from sapiens2.models import BackboneConfig, DenseHeadConfig, PointmapHeadConfig, SegHeadConfig, build_model
     from sapiens2.models.build import official_head_config
-    from sapiens2.models.matting import build_matting_model, official_matting_head_config
 
     if size == "tiny":
         arch: str | BackboneConfig = BackboneConfig(embed_dim=32, depth=2, num_heads=2)
@@ -51,7 +50,7 @@ def build_network(task: str, size: str, input_size: tuple[int, int]) -> torch.nn
         head = heads[task]
     else:
         arch = size
-        head = official_matting_head_config(size) if task == "matting" else official_head_config(size, task)
+        head = official_head_config(size, task)
     if isinstance(head, PointmapHeadConfig):
         # The scale MLP's input width follows the input size (6144 at 1024 x 768).
         gh, gw = (n // 16 for n in input_size)
@@ -59,8 +58,6 @@ def build_network(task: str, size: str, input_size: tuple[int, int]) -> torch.nn
             gh, gw = math.ceil(gh / 2), math.ceil(gw / 2)
         head = PointmapHeadConfig(**{**head.__dict__, "scale_mlp": (head.scale_conv_channels[-1] * gh * gw,
                                                                     *head.scale_mlp[1:])})
-    if task == "matting":
-        return build_matting_model(arch, head)
     return build_model(arch, task, head)
 
 

@@ -61,6 +61,10 @@ def _entries() -> list[ModelInfo]:
             # is our best guess by analogy with the others.
             models.append(ModelInfo(name, arch, task, f"{HUB_OWNER}/{name}", file, hub_confirmed=task != "albedo",
                                     keypoints=308 if task == "pose" else None, local_relpath=f"{task}/{file}"))
+    # Matting was released after the others, in the 1B size only.
+    file = _file("1b", "matting")
+    models.append(ModelInfo("sapiens2-matting-1b", "1b", "matting", f"{HUB_OWNER}/sapiens2-matting-1b", file,
+                            local_relpath=f"matting/{file}"))
     # The person detector the pose demo runs (RTMDet-m, one class), an mmengine pickle; see sapiens2.detect.
     models.append(ModelInfo("rtmdet-m-person", "rtmdet-m", "detect", f"{HUB_OWNER}/sapiens-pose-bbox-detector",
                             "rtmdet_m.pth", (640, 640), local_relpath="detector/rtmdet_m.pth"))
@@ -107,14 +111,6 @@ def _v1_entries() -> list[ModelInfo]:
 
 
 MODELS: dict[str, ModelInfo] = {m.name: m for m in _entries()}
-
-# The matting model was released after the others, in the 1B size only. Its head (`sapiens2.models.matting`) is not
-# one `load()` builds, so it is kept out of MODELS; `sapiens2.tasks.dense_models.load_matting` resolves and loads it.
-MATTING_MODELS: dict[str, ModelInfo] = {
-    m.name: m for m in [ModelInfo("sapiens2-matting-1b", "1b", "matting", f"{HUB_OWNER}/sapiens2-matting-1b",
-                                  _file("1b", "matting"), local_relpath=f"matting/{_file('1b', 'matting')}")]
-}
-
 
 def find_model(query: str) -> ModelInfo | None:
     """The official model a name, hub id or file name refers to (case-insensitive), or None."""

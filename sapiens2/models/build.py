@@ -11,6 +11,7 @@ from sapiens2.models.backbone import ARCHS, BackboneConfig, Sapiens2Backbone
 from sapiens2.models.heads import (
     AlbedoHead,
     DenseHeadConfig,
+    MattingHead,
     NormalHead,
     PointmapHead,
     PointmapHeadConfig,
@@ -20,13 +21,15 @@ from sapiens2.models.heads import (
     SegHeadConfig,
 )
 
-TASKS = ("pose", "seg", "normal", "pointmap", "albedo")
+TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
+MATTING_CHANNELS = 4  # foreground R, G, B (premultiplied by alpha) and alpha
 HeadConfig = PoseHeadConfig | SegHeadConfig | DenseHeadConfig | PointmapHeadConfig
 
 
 class Sapiens2TaskModel(nn.Module):
     """backbone + decode_head, the official task-checkpoint layout. `forward` returns the head's raw output:
-    pose heatmaps (B x K x H/4 x W/4), seg logits, normal / albedo maps, or (pointmap, scale)."""
+    pose heatmaps (B x K x H/4 x W/4), seg logits, normal / albedo maps, (pointmap, scale), or matting's
+    B x 4 x H x W (premultiplied foreground RGB and alpha, already in [0, 1])."""
 
     def __init__(self, backbone: Sapiens2Backbone, decode_head: nn.Module, task: str) -> None:
         super().__init__()
@@ -52,6 +55,8 @@ def official_head_config(arch: str, task: str) -> HeadConfig:
         return DenseHeadConfig(c, (1536, 768, 512, 256), (128, 64, 32)) if big else DenseHeadConfig(c)
     if task == "albedo":
         return DenseHeadConfig(c, (1536, 768, 512, 256), (64, 32, 16)) if big else DenseHeadConfig(c)
+    if task == "matting":  # released for 1b only; these are its widths
+        return DenseHeadConfig(c, (768, 512, 256, 128), (64, 32, 16), (3, 3, 3), MATTING_CHANNELS)
     if task == "pointmap":
         if big:
             return PointmapHeadConfig(c, upsample_channels=(1536, 768, 768, 768), conv_channels=(128, 64, 32))
@@ -65,6 +70,7 @@ HEAD_CLASSES: dict[str, type[nn.Module]] = {
     "normal": NormalHead,
     "albedo": AlbedoHead,
     "pointmap": PointmapHead,
+    "matting": MattingHead,
 }
 
 

@@ -1,4 +1,4 @@
-"""The Sapiens2 task heads: pose heatmaps, body-part logits, normals, albedo, pointmap + scale.
+"""The Sapiens2 task heads: pose heatmaps, body-part logits, normals, albedo, pointmap + scale, matting.
 
 Each head reads the backbone's B x C x H x W feature map. Module names and Sequential indices follow the
 official checkpoints (`decode_head.*`), so their state dicts load with no renaming. Widths come from a
@@ -155,6 +155,19 @@ class AlbedoHead(_PixelShuffleTrunk):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_albedo(self.trunk(x))
+
+
+class MattingHead(_PixelShuffleTrunk):
+    """Foreground and alpha in [0, 1] (`facebook/sapiens2-matting-1b`): the normal head's trunk, then
+    `conv_matting` to four channels and a sigmoid inside the head. Channels 0-2 are the foreground RGB,
+    premultiplied by alpha; channel 3 is alpha."""
+
+    def __init__(self, cfg: DenseHeadConfig) -> None:
+        super().__init__(cfg, norm="instance")
+        self.conv_matting = nn.Conv2d(cfg.conv_channels[-1], cfg.out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_matting(self.trunk(x)).sigmoid()
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from sapiens2.models.heads import DenseHeadConfig, PointmapHeadConfig, PoseHeadC
 
 Shapes = Mapping[str, Sequence[int]]
 HEAD_FINAL_CONV = {"conv_pose": "pose", "conv_seg": "seg", "conv_normal": "normal", "conv_albedo": "albedo",
-                   "conv_pointmap": "pointmap"}
+                   "conv_pointmap": "pointmap", "conv_matting": "matting"}
 
 
 class NotSapiens2Error(ValueError):

@@ -35,7 +35,7 @@ def test_official_layout_loads_strictly(shared, tmp_path, stem):
 
 
 def test_every_zoo_model_has_an_official_layout(shared):
-    assert {m.filename.removesuffix(".safetensors") for m in MODELS.values() if m.generation == 2 and m.task != "detect"} == set(STEMS)
+    assert {m.filename.removesuffix(".safetensors") for m in MODELS.values() if m.generation == 2 and m.task not in ("detect", "matting")} == set(STEMS)
 
 
 def test_official_file_really_loads_its_zeros(shared, tmp_path):
@@ -125,3 +125,14 @@ def test_detector_checkpoint_is_recognised(shared, tmp_path):
     path = write_sparse_safetensors(layout, tmp_path / "rtmdet.safetensors")
     with pytest.raises(sapiens2.CheckpointError, match="not a Sapiens checkpoint"):
         sapiens2.load(path, device="meta")
+
+
+def test_official_matting_layout_loads_strictly_under_its_name(tmp_path):
+    # No key dump exists for the later matting release: build its layout from the official head widths.
+    with torch.device("meta"):
+        model = sapiens2.build_model("1b", "matting")
+    layout = {k: (list(v.shape), "bfloat16" if k.endswith("periods") else "float32") for k, v in model.state_dict().items()}
+    path = write_sparse_safetensors(layout, tmp_path / "sapiens2_1b_matting.safetensors")
+    loaded = sapiens2.load(path, device="meta")
+    assert loaded.task == "matting" and loaded.decode_head.conv_matting.out_channels == 4
+    assert sapiens2.inspect(path).describe() == "Sapiens2 1b matting model"

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from sapiens2.models import BackboneConfig, DenseHeadConfig, PointmapHeadConfig, SegHeadConfig, build_model
-from sapiens2.models.matting import build_matting_model
 
 TINY = BackboneConfig(embed_dim=32, depth=2, num_heads=2)
 SMALL_INPUT = (64, 48)  # H, W fed to the tiny networks: a 4 x 3 patch grid
@@ -25,7 +24,7 @@ def tiny_model(task: str, seed: int = 0) -> nn.Module:
                                   scale_conv_kernels=(1, 1), scale_mlp=(32, 16, 8, 1))
         return build_model(TINY, "pointmap", head).eval()
     if task == "matting":
-        return build_matting_model(TINY, DenseHeadConfig(32, (16, 16, 16, 16), (8, 8, 8), out_channels=4)).eval()
+        return build_model(TINY, "matting", DenseHeadConfig(32, (16, 16, 16, 16), (8, 8, 8), out_channels=4)).eval()
     raise ValueError(task)
 
 

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 
 import sapiens2
-from sapiens2.models.matting import build_matting_model, official_matting_head_config
+from sapiens2.models import build_model, official_head_config
 from sapiens2.tasks.dense import (
     Albedo,
     DensePipeline,
@@ -21,7 +21,7 @@ from sapiens2.tasks.dense import (
     predictor_for,
     run_tasks,
 )
-from sapiens2.tasks.dense_models import load_matting, resolve_model
+from sapiens2.tasks.dense_models import resolve_model
 from sapiens2.tasks.seg29 import seg29
 from tests.tasks._dense_tiny import POINTMAP_INPUT, SMALL_INPUT, ConstantMatte, HalvesLogits, tiny_model
 
@@ -145,7 +145,7 @@ def test_matting_checkpoint_loads_strictly(tmp_path):
     path = tmp_path / "tiny_matting.safetensors"
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     save_file(state, path)
-    loaded = load_matting(path)
+    loaded = sapiens2.load(path)
     x = torch.randn(1, 3, *SMALL_INPUT)
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x), model(x))
@@ -153,17 +153,17 @@ def test_matting_checkpoint_loads_strictly(tmp_path):
     del state["decode_head.conv_layers.3.bias"]
     save_file(state, tmp_path / "damaged.safetensors")
     with pytest.raises(sapiens2.CheckpointMismatchError, match="conv_layers.3.bias"):
-        load_matting(tmp_path / "damaged.safetensors")
+        sapiens2.load(tmp_path / "damaged.safetensors")
     seg_path = tmp_path / "seg.safetensors"
     save_file({k: v.contiguous() for k, v in tiny_model("seg").state_dict().items()}, seg_path)
-    with pytest.raises(sapiens2.CheckpointError, match="not a matting model"):
-        load_matting(seg_path)
+    with pytest.raises(ValueError, match="holds a 'seg' model, not 'matting'"):
+        Matting(seg_path, input_size=SMALL_INPUT)
 
 
 def test_official_matting_head_has_the_release_widths():
     with torch.device("meta"):
-        model = build_matting_model("1b")
-    head = official_matting_head_config("1b")
+        model = build_model("1b", "matting")
+    head = official_head_config("1b", "matting")
     assert (head.upsample_channels, head.conv_channels, head.out_channels) == ((768, 512, 256, 128), (64, 32, 16), 4)
     assert sum(p.numel() for p in model.decode_head.parameters()) == pytest.approx(83.86e6, rel=1e-3)
     assert model.decode_head.conv_matting.weight.shape == (4, 16, 1, 1)
@@ -171,7 +171,7 @@ def test_official_matting_head_has_the_release_widths():
 
 def test_unknown_matting_names_are_refused():
     with pytest.raises(sapiens2.UnknownModelError, match="sapiens2-matting-1b"):
-        load_matting("sapiens2-matting-2b")
+        sapiens2.load("sapiens2-matting-2b")
 
 
 def test_a_stacked_array_is_a_batch_and_a_matte_can_mask():
