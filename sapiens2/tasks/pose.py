@@ -201,9 +201,11 @@ class Pose:
             raise ValueError(f"{len(batch)} images but {len(boxes)} box lists")
         paths = [Path(x) if isinstance(x, (str, os.PathLike)) else None for x in batch]
         arrays = [read_image(x) if p is not None else _check_image(x) for x, p in zip(batch, paths)]
+        detected = self._detect_all(arrays) if boxes is None and self.detector is not None else None
         sources, per_image = [], []
         for i, image in enumerate(arrays):
-            b, source = self._boxes(image, None if boxes is None else boxes[i])
+            given = None if boxes is None else boxes[i]
+            b, source = self._boxes(image, given, None if detected is None else detected[i])
             per_image.append(b)
             sources.append(source)
         results = self._estimate(arrays, per_image)
@@ -211,14 +213,22 @@ class Pose:
                for people, img, src, path in zip(results, arrays, sources, paths)]
         return out[0] if single else out
 
-    def _boxes(self, image: np.ndarray, given: Any | None) -> tuple[np.ndarray, BoxSource]:
+    def _detect_all(self, images: list[np.ndarray]) -> list[Any]:
+        """Detections per image; the built-in detector takes the whole list in batched forwards."""
+        from sapiens2.detect import PersonDetector
+
+        if isinstance(self.detector, PersonDetector):
+            return self.detector(images)
+        return [self.detector(image) for image in images]
+
+    def _boxes(self, image: np.ndarray, given: Any | None, detected: Any | None) -> tuple[np.ndarray, BoxSource]:
         h, w = image.shape[:2]
         whole = np.append(full_image_box((h, w)), 1.0).astype(np.float32)[None]
         if given is not None:
             return _as_boxes(given), "given"
-        if self.detector is None:
+        if detected is None:
             return whole, "whole image"
-        found = _as_boxes(self.detector(image))
+        found = _as_boxes(detected)
         if len(found) == 0:
             return whole, "whole image (nobody detected)"
         return found, "detector"

@@ -138,3 +138,18 @@ def test_coco_detections_json(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps([{"image_id": 1}]))
     with pytest.raises(ValueError, match=r"bad\.json: detection 0 lacks a valid 'bbox'"):
         read_coco_detections(tmp_path / "bad.json")
+
+
+def test_builtin_detector_gets_the_whole_batch_at_once():
+    from sapiens2.detect import PersonDetector, RTMDet, RTMDetConfig
+
+    calls = []
+
+    class Recording(PersonDetector):
+        def __call__(self, images, channel_order="RGB"):
+            calls.append(len(images))
+            return [np.zeros((0, 5), np.float32) for _ in images]
+
+    det = Recording(RTMDet(RTMDetConfig.tiny()))
+    results = Pose(BrightestPixelPose(17), detector=det)([_photo(60, 40, [(10, 10)])] * 3)
+    assert calls == [3] and all(r.box_source == "whole image (nobody detected)" for r in results)
