@@ -305,6 +305,20 @@ class AlphaGradientL1Loss(nn.Module):
         return self.weight * finite(total)
 
 
+class ForegroundL1Loss(nn.Module):
+    """Premultiplied foreground vs image x alpha, where alpha < `lo` or > `hi` (there the product is the
+    premultiplied foreground: ~0, or the image itself); sum over channels / #such pixels."""
+
+    def __init__(self, weight: float = 1.0, lo: float = 0.05, hi: float = 0.95) -> None:
+        super().__init__()
+        self.weight, self.lo, self.hi = weight, lo, hi
+
+    def forward(self, fg: torch.Tensor, image: torch.Tensor, alpha: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        a = alpha[:, 0]
+        sure = mask & ((a < self.lo) | (a > self.hi))
+        return self.weight * finite(masked_l1(match_size(fg, alpha), image * alpha, sure))
+
+
 class LaplacianPyramidLoss(nn.Module):
     """Sum over pyramid levels of 2^level x mean |L_level(pred) - L_level(gt)| (masked pixels zeroed):
     matches alpha at every frequency band, the usual matting term."""

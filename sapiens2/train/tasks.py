@@ -2,8 +2,9 @@
 validation. The loop (`sapiens2.train.loop`) only sees `TaskSpec`s.
 
 Loss weights (the `[loss]` table) default to the reference recipes (spec §6.5); a weight of 0 turns a
-term off. Matting is not in the reference: it trains the normal head layout with one output channel
-(alpha, raw; clamp to [0, 1] when reading) on L1 + gradient + Laplacian-pyramid losses.
+term off. Matting has no reference recipe: alpha (head channel 3) learns from L1 + gradient + Laplacian-pyramid
+losses, and the premultiplied foreground (channels 0-2) from the image times alpha where alpha is near 0 or 1,
+the only pixels where that product is the true premultiplied foreground.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class MattingLoss:
     l1: float = 1.0
     grad: float = 1.0
     laplacian: float = 1.0
+    foreground: float = 1.0
 
 
 # --------------------------------------------------------------------------------------- criteria
@@ -155,14 +157,22 @@ class AlbedoCriterion(nn.Module):
 
 
 class MattingCriterion(nn.Module):
+    """On the official matting head's output: channels 0-2 premultiplied foreground, channel 3 alpha."""
+
     def __init__(self, w: MattingLoss) -> None:
         super().__init__()
         self.terms = nn.ModuleDict({k: m for k, m in (
             ("loss_l1", L.MaskedL1Loss(w.l1)), ("loss_grad", L.AlphaGradientL1Loss(w.grad)),
             ("loss_laplacian", L.LaplacianPyramidLoss(w.laplacian))) if m.weight})
+        self.foreground = L.ForegroundL1Loss(w.foreground) if w.foreground else None
 
     def forward(self, out: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
-        return {k: m(out.float(), batch["target"], batch["mask"]) for k, m in self.terms.items()}
+        out = out.float()
+        alpha, mask = batch["target"], batch["mask"]
+        res = {k: m(out[:, 3:4], alpha, mask) for k, m in self.terms.items()}
+        if self.foreground is not None:
+            res["loss_foreground"] = self.foreground(out[:, :3], batch["image"].float() / 255, alpha, mask)
+        return res
 
 
 class PointmapCriterion(nn.Module):
@@ -221,14 +231,14 @@ class DenseEvaluator:
 
     def update(self, out: Any, batch: dict) -> None:
         pred = out[0] if isinstance(out, tuple) else out
-        pred = L.match_size(pred.float(), batch["target"]).cpu().numpy().transpose(0, 2, 3, 1)
+        pred = L.match_size(pred.float(), batch["target"]).cpu().numpy().transpose(0, 2, 3, 1)  # B x H x W x C
         gt = batch["target"].cpu().numpy().transpose(0, 2, 3, 1)
         mask = batch["mask"].cpu().numpy()
         for p, g, m in zip(pred, gt, mask):
             if not m.any():
                 continue
             if self.task == "matting":
-                self.metrics.update(np.clip(p[..., 0], 0, 1), g[..., 0])
+                self.metrics.update(p[..., 3], g[..., 0])
             elif self.task == "albedo":
                 self.metrics.update(p, g, m)
             else:
@@ -308,7 +318,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
     "normal": TaskSpec("normal", DenseHeadConfig, NormalLoss, T.NormalAugment, "normal"),
     "pointmap": TaskSpec("pointmap", PointmapHeadConfig, PointmapLoss, T.PointmapAugment, "pointmap"),
     "albedo": TaskSpec("albedo", DenseHeadConfig, AlbedoLoss, T.AlbedoAugment, "albedo"),
-    "matting": TaskSpec("matting", DenseHeadConfig, MattingLoss, T.MattingAugment, "normal"),
+    "matting": TaskSpec("matting", DenseHeadConfig, MattingLoss, T.MattingAugment, "matting"),
 }
 
 
@@ -350,11 +360,12 @@ def head_config(cfg: TrainConfig, embed_dim: int, arch: str | None, outputs: int
     `model.head` overrides, the data's keypoint / class count, and for pointmaps a scale MLP sized to the
     input."""
     from sapiens2.models import official_head_config
+    from sapiens2.models.build import MATTING_CHANNELS
 
     spec = TASK_SPECS[cfg.task]
     base = official_head_config(arch, spec.model_task) if arch else spec.head_config(embed_dim)
-    if cfg.task == "matting":
-        base = replace(base, out_channels=1)
+    if cfg.task == "matting" and not arch:
+        base = replace(base, out_channels=MATTING_CHANNELS)
     overrides = {f.name: getattr(base, f.name) for f in fields(base)}
     overrides.update(cfg.model.head)
     overrides["in_channels"] = embed_dim
