@@ -55,6 +55,31 @@ def autocast_context(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
+def optimization_step(model, criterion, optimizer, scheduler, params, x: torch.Tensor, batch: dict, bf16: bool,
+                      clip: float | None, step: int = 0) -> dict[str, float]:
+    """One step: forward (autocast), the task losses in fp32, backward, clip, AdamW and schedule steps.
+    Returns the loss terms, their sum `loss` and the pre-clip `grad_norm`."""
+    with autocast_context(x.device, bf16):
+        out = model(x)
+    out = tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
+    terms = criterion(out, batch)
+    total = sum(v for k, v in terms.items() if k.startswith("loss"))
+    if not torch.isfinite(total):
+        raise FloatingPointError(f"step {step}: the loss is {total.item()} "
+                                 f"({ {k: float(v.detach()) for k, v in terms.items()} })")
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    grad_norm = clip_gradients(params, clip)
+    if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
+        grad_norm = grad_norm.full_tensor()
+    optimizer.step()
+    scheduler.step()
+    values = {k: float(v.detach()) for k, v in terms.items()}
+    values["loss"] = float(total.detach())
+    values["grad_norm"] = float(grad_norm)
+    return values
+
+
 class Trainer:
     """Builds everything from a `TrainConfig` and runs it. `device` overrides the automatic choice."""
 
@@ -149,25 +174,9 @@ class Trainer:
 
     def train_step(self, batch: dict) -> dict[str, float]:
         batch = to_device(batch, self.device)
-        with autocast_context(self.device, self.bf16):
-            out = self.model(self.normalize(batch["image"]))
-        out = tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
-        terms = self.criterion(out, batch)
-        total = sum(v for k, v in terms.items() if k.startswith("loss"))
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"step {self.step + 1}: the loss is {total.item()} "
-                                     f"({ {k: float(v) for k, v in terms.items()} })")
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        grad_norm = clip_gradients(self.params, self.cfg.optim.clip_grad)
-        if hasattr(grad_norm, "full_tensor"):
-            grad_norm = grad_norm.full_tensor()
-        self.optimizer.step()
-        self.scheduler.step()
-        values = {k: float(v.detach()) for k, v in terms.items()}
-        values["loss"] = float(total.detach())
-        values["grad_norm"] = float(grad_norm)
-        return values
+        return optimization_step(self.model, self.criterion, self.optimizer, self.scheduler, self.params,
+                                 self.normalize(batch["image"]), batch, self.bf16, self.cfg.optim.clip_grad,
+                                 self.step + 1)
 
     def lrs(self) -> dict[str, float]:
         rates = [g["lr"] for g in self.optimizer.param_groups]
