@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="folder of masks (normal, pointmap, albedo)")
     p.add_argument("--trimap", help="folder of trimaps (matting)")
     p.set_defaults(func=_cmd_eval)
+
+    from sapiens2.train.cli import add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 
