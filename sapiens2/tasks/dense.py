@@ -58,7 +58,8 @@ from sapiens2.tasks.resize import (
     to_source,
     to_source_smooth,
 )
-from sapiens2.tasks.seg29 import SegClasses, seg29
+from sapiens2.models.sapiens1 import Sapiens1Backbone
+from sapiens2.tasks.seg29 import SegClasses, seg28, seg29
 from sapiens2.vis import dense as vis
 from sapiens2.zoo import DENSE_INPUT
 
@@ -314,6 +315,10 @@ class DensePredictor(Generic[R]):
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.network = resolve_model(self.task, model, device, dtype)
+        # Sapiens v1 stretches every dense input bilinearly (no INTER_AREA, no keep-aspect padding).
+        self.generation = 1 if isinstance(getattr(self.network, "backbone", None), Sapiens1Backbone) else 2
+        if self.generation == 1:
+            self.policy, self.upsampling = "stretch", "linear"
         param = next(self.network.parameters(), None)
         self.device = param.device if param is not None else torch.device(device or "cpu")
         self.dtype = param.dtype if param is not None and param.is_floating_point() else (dtype or torch.float32)
@@ -326,7 +331,8 @@ class DensePredictor(Generic[R]):
 
     def placement(self, size: tuple[int, int]) -> Placement:
         """Where a photo of `size` (h, w) goes in the network input."""
-        return placement(self.policy, tuple(size), self.input_size, self.upsampling)
+        return placement(self.policy, tuple(size), self.input_size, self.upsampling,
+                         area_when_shrinking=self.generation == 2)
 
     def prepare(self, image: ImageLike) -> Prepared:
         img = as_image(image)
@@ -372,7 +378,7 @@ class Segmenter(DensePredictor[SegmentationResult]):
                  classes: SegClasses | None = None, **kwargs: Any) -> None:
         super().__init__(model, **kwargs)
         self.probabilities = probabilities
-        self.classes = classes or seg29()
+        self.classes = classes or (seg28() if self.generation == 1 else seg29())
 
     def _finish(self, output: torch.Tensor, index: int, prepared: Prepared) -> SegmentationResult:
         logits = _maps(output, index)
@@ -425,6 +431,11 @@ class Normals(DensePredictor[NormalsResult]):
         self.renormalize = renormalize
 
     def _finish(self, output: torch.Tensor, index: int, prepared: Prepared) -> NormalsResult:
+        if self.generation == 1:
+            # v1 resizes the raw half-resolution output onto the photo, then divides by (norm + 1e-5).
+            n = to_source(_maps(output, index), prepared.placement)
+            n = n / (n.norm(dim=1, keepdim=True) + 1e-5)
+            return NormalsResult(n[0].permute(1, 2, 0).cpu().numpy())
         n = F.normalize(_maps(output, index), dim=1, eps=1e-8)
         n = to_source(n, prepared.placement)
         if self.renormalize:
@@ -488,8 +499,41 @@ class Matting(DensePredictor[MattingResult]):
 
 # ------------------------------------------------------------------------------------------------ several tasks
 
+@dataclass
+class DepthResult:
+    depth: np.ndarray  # H x W float32, relative (scale-invariant training): larger is farther
+    mask: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.depth.shape[:2]
+
+    def with_mask(self, source: Any) -> DepthResult:
+        return _mask_copy(self, source)
+
+    def picture(self, image: np.ndarray | None = None) -> np.ndarray:
+        """Inferno of the foreground's min-max normalised inverse, grey background, as the v1 demo draws it."""
+        return vis.draw_relative_depth(self.depth, self.mask, image)
+
+
+class Depth(DensePredictor[DepthResult]):
+    """Relative depth from the Sapiens v1 depth models (`sapiens-depth-<size>`): the photo stretched to
+    1024 x 768, one channel at full input size resized back bilinearly. Values have no metric scale."""
+
+    task = "depth"
+    policy = "stretch"
+    upsampling = "linear"
+
+    def __init__(self, model: str | os.PathLike | nn.Module = "sapiens-depth-0.3b", **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+
+    def _finish(self, output: torch.Tensor, index: int, prepared: Prepared) -> DepthResult:
+        d = to_source(_maps(output, index), prepared.placement)
+        return DepthResult(d[0, 0].cpu().numpy())
+
+
 PREDICTORS: dict[str, type[DensePredictor]] = {
-    "seg": Segmenter, "normal": Normals, "pointmap": Pointmap, "albedo": Albedo, "matting": Matting,
+    "seg": Segmenter, "normal": Normals, "pointmap": Pointmap, "albedo": Albedo, "matting": Matting, "depth": Depth,
 }
 
 

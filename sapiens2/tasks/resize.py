@@ -69,10 +69,13 @@ def _check_sizes(source: tuple[int, int], target: tuple[int, int]) -> None:
         raise ValueError(f"the network input size must be positive, got {target}")
 
 
-def stretch_placement(source: tuple[int, int], target: tuple[int, int], upsampling: Upsampling = "cubic") -> Placement:
-    """Resize to exactly `target`, aspect ignored (segmentation: cubic; matting: linear)."""
+def stretch_placement(source: tuple[int, int], target: tuple[int, int], upsampling: Upsampling = "cubic",
+                      area_when_shrinking: bool = True) -> Placement:
+    """Resize to exactly `target`, aspect ignored (segmentation: cubic; matting: linear). Sapiens2 shrinks
+    with INTER_AREA; Sapiens v1 (`area_when_shrinking=False`) resizes bilinearly both ways."""
     _check_sizes(source, target)
-    interpolation = cv2.INTER_AREA if target[1] < source[1] else _CV2_UPSAMPLING[upsampling]
+    shrink = target[1] < source[1] and area_when_shrinking
+    interpolation = cv2.INTER_AREA if shrink else _CV2_UPSAMPLING[upsampling]
     return Placement(tuple(source), tuple(target), tuple(target), (0, 0, 0, 0), interpolation, "stretch")
 
 
@@ -90,8 +93,10 @@ def pad_placement(source: tuple[int, int], target: tuple[int, int]) -> Placement
 
 
 def placement(policy: Policy, source: tuple[int, int], target: tuple[int, int],
-              upsampling: Upsampling = "cubic") -> Placement:
-    return pad_placement(source, target) if policy == "pad" else stretch_placement(source, target, upsampling)
+              upsampling: Upsampling = "cubic", area_when_shrinking: bool = True) -> Placement:
+    if policy == "pad":
+        return pad_placement(source, target)
+    return stretch_placement(source, target, upsampling, area_when_shrinking)
 
 
 def place(image: np.ndarray, where: Placement) -> np.ndarray:

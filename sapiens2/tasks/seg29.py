@@ -1,7 +1,7 @@
-"""The 29 body-part classes ("dome29") of the Sapiens2 segmentation models: names and palette.
+"""The body-part classes: Sapiens2's 29 ("dome29") and Sapiens v1's 28 (Goliath), names and palettes.
 
-Shipped as package data (`sapiens2/data/seg29.json`, generated from the reference release): class names in id
-order, RGB palette, the ignore index 255 and background id 0.
+Shipped as package data (`sapiens2/data/seg29.json`, `seg28.json`, generated from the reference releases):
+class names in id order, RGB palette, the ignore index 255 and background id 0.
 """
 
 from __future__ import annotations
@@ -41,3 +41,12 @@ def seg29() -> SegClasses:
     palette.setflags(write=False)
     return SegClasses(tuple(raw["class_names"]), palette, int(raw.get("background_index", 0)),
                       int(raw.get("ignore_index", 255)))
+
+
+@lru_cache(maxsize=1)
+def seg28() -> SegClasses:
+    """Sapiens v1's 28 classes (background included), loaded once from the package data."""
+    raw = json.loads(resources.files("sapiens2").joinpath("data", "seg28.json").read_text(encoding="utf-8"))
+    palette = np.asarray(raw["palette"], dtype=np.uint8)
+    palette.setflags(write=False)
+    return SegClasses(tuple(raw["class_names"]), palette)

@@ -107,6 +107,20 @@ def depth_bounds(depths: np.ndarray | Sequence[np.ndarray], masks: np.ndarray | 
     return (min(lo), max(hi)) if lo else None
 
 
+def draw_relative_depth(depth: np.ndarray, mask: np.ndarray | None = None, image: np.ndarray | None = None,
+                        background: int = DEPTH_BACKGROUND) -> np.ndarray:
+    """Sapiens v1's depth look: foreground min-max normalised, inverted (near = bright), inferno, grey elsewhere."""
+    d = np.asarray(depth, dtype=np.float32)
+    m = _mask(mask, d.shape)
+    picture = np.full((*d.shape, 3), background, dtype=np.uint8) if image is None else np.array(image, np.uint8)
+    if m.any():
+        lo, hi = float(d[m].min()), float(d[m].max())
+        t = 1.0 - (d - lo) / max(hi - lo, 1e-12)
+        colours = cv2.applyColorMap(np.clip(t * 255, 0, 255).astype(np.uint8), cv2.COLORMAP_INFERNO)[..., ::-1]
+        picture[m] = colours[m]
+    return picture
+
+
 def draw_depth(depth: np.ndarray, mask: np.ndarray | None = None, image: np.ndarray | None = None,
                bounds: tuple[float, float] | None = None, background: int = DEPTH_BACKGROUND) -> np.ndarray:
     """Turbo colours of inverse depth (near = red end), clipped to the bounds' inverse range.
