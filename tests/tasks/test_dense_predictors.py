@@ -130,7 +130,7 @@ def test_pipeline_resizes_once_per_geometry_and_attaches_the_seg_mask(predictors
 def test_predictor_for_names_every_task():
     assert predictor_for("seg") is Segmenter and predictor_for("matting") is Matting
     with pytest.raises(ValueError, match="unknown dense task"):
-        predictor_for("depth")
+        predictor_for("pose")
 
 
 def test_sizes_map_to_official_names():
