@@ -188,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trimap", help="folder of trimaps (matting)")
     p.set_defaults(func=_cmd_eval)
 
+    from sapiens2.runner.cli import add_task_commands
+
+    add_task_commands(sub)
+
     from sapiens2.train.cli import add_train_parser
 
     add_train_parser(sub)

@@ -1,0 +1,208 @@
+"""Video in and out: frames decoded with OpenCV, annotated videos encoded as H.264 MP4 with PyAV.
+
+`VideoReader` yields upright RGB uint8 frames from a file or a webcam index (`cv2.VideoCapture` either way).
+`VideoWriter` takes RGB frames and writes an MP4 that browsers play: H.264 (libx264, yuv420p) through PyAV
+when `av` is installed (the `video` extra), otherwise OpenCV's MPEG-4 Part 2 (`mp4v`), which most desktop
+players read but browsers do not; `VideoWriter.note` says which was used and why. OpenCV's own H.264
+writer (`avc1`) is not tried: the wheels ship without an H.264 encoder.
+
+Writing is atomic, like `sapiens2.io.writers`: frames go to a temporary file beside the target (its name
+holds `TEMP_SUFFIX`), which replaces the target on `close()`; `abort()` (or an exception inside a `with`
+block) deletes it, so a video is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sapiens2.io.writers import TEMP_SUFFIX
+
+__all__ = ["VideoError", "VideoReader", "VideoWriter", "have_pyav"]
+
+DEFAULT_FPS = 30.0
+
+
+class VideoError(Exception):
+    """A video could not be opened, read or written. ``path`` names it (a file or a webcam index)."""
+
+    def __init__(self, path: str | os.PathLike | int, reason: str) -> None:
+        self.path = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def have_pyav() -> bool:
+    """True when PyAV (`av`) with an H.264 encoder can be imported."""
+    try:
+        import av
+    except ImportError:
+        return False
+    try:
+        av.codec.Codec("libx264", "w")
+    except Exception:
+        return False
+    return True
+
+
+class VideoReader:
+    """RGB frames of a video file, or of a webcam when given an integer index.
+
+    ``fps`` falls back to 30 when the container does not say; ``frame_count`` is the container's estimate
+    (0 when unknown, always for a webcam). Iterating reads frames until the stream ends.
+    """
+
+    def __init__(self, source: str | os.PathLike | int) -> None:
+        self.source = source
+        self.is_webcam = isinstance(source, int)
+        if not self.is_webcam:
+            path = Path(source)
+            if not path.is_file():
+                raise VideoError(source, "no such video file" if not path.exists() else "not a regular file")
+            if path.stat().st_size == 0:
+                raise VideoError(source, "file is empty (0 bytes)")
+        self._cap = cv2.VideoCapture(source if self.is_webcam else os.fspath(source))
+        if not self._cap.isOpened():
+            self._cap.release()
+            what = "cannot open webcam" if self.is_webcam else "cannot open video (not a video, or an unsupported codec)"
+            raise VideoError(source, what)
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if 0.5 < fps < 1000 else DEFAULT_FPS
+        self.frame_count = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        self.frames_read = 0
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            ok, frame = self._cap.read()
+            if not ok or frame is None:
+                return
+            self.frames_read += 1
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+    def close(self) -> None:
+        self._cap.release()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VideoWriter:
+    """Write RGB frames to an MP4 at ``path``; the frame size is taken from the first frame.
+
+    ``codec``: "auto" (H.264 via PyAV when available, else OpenCV mp4v), "h264" (PyAV, an error without it)
+    or "mp4v" (OpenCV). H.264 needs even sizes: odd frames get one black row / column added.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float = DEFAULT_FPS, codec: str = "auto",
+                 crf: int = 20) -> None:
+        if codec not in ("auto", "h264", "mp4v"):
+            raise ValueError(f"codec must be 'auto', 'h264' or 'mp4v', not {codec!r}")
+        self.path = Path(path)
+        self.fps = float(fps) if fps and fps > 0 else DEFAULT_FPS
+        pyav = have_pyav()
+        if codec == "h264" and not pyav:
+            raise VideoError(path, "H.264 needs PyAV: pip install av (or sapiens2[video])")
+        self.codec = "h264" if codec in ("auto", "h264") and pyav else "mp4v"
+        self.note = ("H.264 (PyAV libx264)" if self.codec == "h264" else
+                     "MPEG-4 Part 2 (OpenCV mp4v): PyAV is not installed, so browsers may not play it; "
+                     "pip install av for H.264")
+        self.crf = crf
+        self.frames_written = 0
+        self._size: tuple[int, int] | None = None  # (H, W) of the first frame
+        self._tmp: Path | None = None
+        self._container = None
+        self._stream = None
+        self._cv2 = None
+
+    def _open(self, h: int, w: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem[:100]}.", suffix=f"{TEMP_SUFFIX}{self.path.suffix}",
+                                   dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._size = (h, w)
+        if self.codec == "h264":
+            import av
+
+            self._container = av.open(tmp, mode="w", format="mp4")
+            stream = self._container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            stream.width, stream.height = w + w % 2, h + h % 2
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(self.crf), "preset": "veryfast"}
+            self._stream = stream
+        else:
+            self._cv2 = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (w, h))
+            if not self._cv2.isOpened():
+                self.abort()
+                raise VideoError(self.path, "OpenCV could not open an mp4v writer")
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one H x W x 3 uint8 RGB frame (every frame the size of the first)."""
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"frames must be H x W x 3 uint8 RGB, got {frame.dtype} {frame.shape}")
+        if self._size is None:
+            self._open(*frame.shape[:2])
+        if frame.shape[:2] != self._size:
+            raise ValueError(f"frame {frame.shape[:2]} differs from the video's {self._size}")
+        if self.codec == "h264":
+            import av
+
+            h, w = self._size
+            if h % 2 or w % 2:
+                frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)))
+            for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                self._container.mux(packet)
+        else:
+            self._cv2.write(np.ascontiguousarray(frame[..., ::-1]))
+        self.frames_written += 1
+
+    def close(self) -> Path | None:
+        """Finish the file and move it into place; returns its path (None when no frame was written)."""
+        if self._tmp is None:
+            return None
+        try:
+            if self._container is not None:
+                for packet in self._stream.encode(None):
+                    self._container.mux(packet)
+                self._container.close()
+            if self._cv2 is not None:
+                self._cv2.release()
+            os.replace(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+        self._tmp = self._container = self._stream = self._cv2 = None
+        return self.path
+
+    def abort(self) -> None:
+        """Stop and delete the unfinished file; the target is untouched."""
+        with contextlib.suppress(Exception):
+            if self._container is not None:
+                self._container.close()
+        with contextlib.suppress(Exception):
+            if self._cv2 is not None:
+                self._cv2.release()
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._tmp)
+        self._tmp = self._container = self._stream = self._cv2 = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()

@@ -1,0 +1,113 @@
+"""One video (or webcam stream) being written: tracks, smoothing, the annotated videos and the pose JSON.
+
+Frames arrive here in order (the pipeline's sink thread). Pose: people get stable IDs from
+`sapiens2.track.Tracker`; with smoothing on (the default for video) each track's keypoints go through a
+One-Euro filter before they are drawn and saved. Every task with `vis` gets its own annotated video;
+pose with `json` one `_pose.json` holding every frame.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from sapiens2.io.video import VideoWriter
+from sapiens2.io.writers import write_json
+from sapiens2.runner.jobs import Job, PoseJob
+from sapiens2.runner.sources import Source
+from sapiens2.track import KeypointSmoother, Tracker
+from sapiens2.vis.dense import depth_bounds
+
+__all__ = ["VideoSession", "draw_track_boxes", "track_color"]
+
+
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """A distinct, stable RGB colour per track ID (golden-ratio hues)."""
+    hue = int((track_id * 0.618033988749895 % 1.0) * 180)
+    hsv = np.uint8([[[hue, 200, 255]]])
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+def draw_track_boxes(image: np.ndarray, boxes: np.ndarray, ids: list[int], thickness: int = 2) -> np.ndarray:
+    """Boxes coloured by track, each labelled with its ID, on a copy of an RGB image."""
+    canvas = np.ascontiguousarray(image).copy()
+    scale = max(0.4, canvas.shape[0] / 900)
+    for (x1, y1, x2, y2), tid in zip(np.asarray(boxes, np.float64).reshape(-1, 4), ids):
+        color = track_color(tid)
+        p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
+        cv2.rectangle(canvas, p1, p2, color, thickness)
+        cv2.putText(canvas, f"#{tid}", (p1[0] + 2, max(p1[1] - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, scale, color,
+                    max(1, thickness), cv2.LINE_AA)
+    return canvas
+
+
+class VideoSession:
+    def __init__(self, source: Source, jobs: list[Job], out_dir: Path, fps: float, *, codec: str = "auto",
+                 smooth: bool = True, track_threshold: float = 0.3, track_max_age: int = 30,
+                 track_metric: str = "iou") -> None:
+        self.source, self.jobs, self.out_dir, self.fps = source, jobs, out_dir, fps
+        self.writers = {job.task: VideoWriter(source.out(out_dir, f"_{job.task}.mp4"), fps, codec)
+                        for job in jobs if "vis" in job.saves}
+        self.tracker = Tracker(threshold=track_threshold, max_age=track_max_age, metric=track_metric)
+        self.smoother = KeypointSmoother() if smooth else None
+        self.smooth = smooth
+        self.pose_frames: list[dict[str, Any]] = []
+        self.image_size: tuple[int, int] | None = None
+        self.bounds: tuple[float, float] | None = None  # pointmap colours: fixed by the first frame with a foreground
+        self.frames = 0
+
+    @property
+    def note(self) -> str | None:
+        return next((w.note for w in self.writers.values()), None)
+
+    def add(self, frame: int, time: float, image: np.ndarray, results: dict[str, Any] | None) -> None:
+        """One frame's results (None: the frame failed; its picture is the plain frame)."""
+        self.frames += 1
+        self.image_size = self.image_size or tuple(image.shape[:2])
+        for job in self.jobs:
+            result = None if results is None else results.get(job.task)
+            if isinstance(job, PoseJob):
+                picture = self._pose(job, frame, time, image, result)
+            elif result is None:
+                picture = np.concatenate([image, np.zeros_like(image)], axis=1)
+            else:
+                if job.task == "pointmap" and self.bounds is None:
+                    self.bounds = depth_bounds(result.depth, result.mask)
+                picture = job.picture(result, image, depth_bounds=self.bounds)
+            if job.task in self.writers:
+                self.writers[job.task].write(picture)
+
+    def _pose(self, job: PoseJob, frame: int, time: float, image: np.ndarray, result: Any) -> np.ndarray:
+        if result is None:
+            self.pose_frames.append({"frame": frame, "time": round(time, 4), "error": True, "instances": []})
+            return image
+        kp = result.keypoints().astype(np.float64)
+        ids = self.tracker.update(result.boxes()[:, :4], kp)
+        if self.smoother is not None:
+            kp = np.stack([self.smoother(tid, kp[i], time) for i, tid in enumerate(ids)]) if ids else kp
+            self.smoother.forget(t.id for t in self.tracker.tracks)
+        self.pose_frames.append({"frame": frame, "time": round(time, 4), "box_source": result.box_source,
+                                 "instances": job.instances(result, kp, ids)})
+        if "vis" not in job.saves:
+            return image
+        return job.picture(result, image, keypoints=kp, track_ids=ids)
+
+    def close(self) -> list[Path]:
+        """Finish every video and write the pose JSON; returns the files."""
+        paths = [p for p in (w.close() for w in self.writers.values()) if p is not None]
+        for job in self.jobs:
+            if isinstance(job, PoseJob) and "json" in job.saves:
+                record = {"video": self.source.name, "fps": self.fps,
+                          "image_size": list(self.image_size) if self.image_size else None, **job.header(),
+                          "smoothing": "one-euro" if self.smooth else None, "num_frames": self.frames,
+                          "frames": self.pose_frames}
+                paths.append(write_json(self.source.out(self.out_dir, "_pose.json"), record, indent=None))
+        return paths
+
+    def abort(self) -> None:
+        """Delete the unfinished videos (nothing of this video is left)."""
+        for w in self.writers.values():
+            w.abort()
