@@ -122,6 +122,7 @@ def load(
     dtype: torch.dtype | None = None,
     allow_pickle: bool = False,
     rope_dtype: torch.dtype | None = None,
+    allow_code: bool = False,
 ) -> nn.Module:
     """The network for an official name (`sapiens2-pose-0.4b`), hub id (`facebook/sapiens2-pose-0.4b`) or file.
 
@@ -130,8 +131,12 @@ def load(
     `rope_dtype=torch.float32` computes RoPE in float32 instead of the reference's bfloat16.
     Pickle files are refused unless `allow_pickle=True`, and then read weights-only (no code runs).
     `device="meta"` checks the file against the network without reading any tensor data.
+    Sapiens v1 "lite" archives (`*_torchscript.pt2`, `*_bfloat16.pt2`) are programs, not weights: they load
+    only with `allow_code=True` (trusted files only), as the module they contain.
     """
     path, info = resolve(name_or_path)
+    if path.suffix.lower() == ".pt2":
+        return _load_program(path, allow_code, device, dtype)
     if info is not None and info.task == "detect":
         raise ValueError(f"{info.name} is the person detector: load it with sapiens2.detect.PersonDetector.from_file")
     shapes, tensors = _open(path, allow_pickle)
@@ -150,6 +155,37 @@ def load(
         state[periods_key] = rope_periods(layout.backbone.head_dim, layout.backbone.rope_base).to(device or "cpu")
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval()
+
+
+def _load_program(path: Path, allow_code: bool, device: str | torch.device | None,
+                  dtype: torch.dtype | None) -> nn.Module:
+    """A TorchScript or torch.export archive (Sapiens v1 lite), which carries code, on explicit opt-in."""
+    if not allow_code:
+        raise UnsafeCheckpointError(
+            path, "is a TorchScript / torch.export program (Sapiens v1 lite), which carries code that runs when "
+            "loaded. Pass allow_code=True for a file you trust, or use the original .pth (allow_pickle=True, "
+            "weights only) with this package's own network.")
+    try:
+        module = torch.jit.load(str(path), map_location=device or "cpu")
+    except RuntimeError as jit_error:
+        try:
+            module = torch.export.load(str(path)).module()
+        except Exception as e:
+            raise CheckpointError(path, f"neither a TorchScript nor a torch.export archive ({jit_error}; {e})") from e
+        if device is not None:
+            module = module.to(device)
+    info = find_model(path.name.replace("_torchscript", "").replace("_bfloat16", ""))
+    if dtype is not None:
+        module = module.to(dtype)
+    try:
+        module.task = info.task if info else "unknown"
+    except (AttributeError, RuntimeError):  # a ScriptModule may refuse new attributes
+        pass
+    try:
+        module.eval()
+    except NotImplementedError:  # an exported program is already frozen in inference form
+        pass
+    return module
 
 
 def inspect(name_or_path: str | os.PathLike, allow_pickle: bool = False) -> Layout:

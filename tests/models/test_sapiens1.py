@@ -120,3 +120,27 @@ def test_v1_pth_with_numpy_meta_loads_only_with_opt_in(tmp_path):
     loaded = sapiens2.load(tmp_path / "sapiens_tiny_depth.pth", allow_pickle=True)
     assert loaded.task == "depth" and loaded.backbone.config.patch_padding is None
     assert torch.equal(loaded.decode_head.conv_seg.weight, model.decode_head.conv_seg.weight)
+
+
+def test_lite_programs_need_explicit_opt_in(tmp_path):
+    model = build_sapiens1(replace(TINY, pos_grid=(4, 3)), "normal", V1HeadConfig(64, (8, 8, 8), (8, 8), 3)).eval()
+    x = torch.randn(1, 3, 64, 48)
+    traced = torch.jit.trace(model, x)
+    path = tmp_path / "sapiens_0.3b_normal_render_people_epoch_66_torchscript.pt2"
+    traced.save(str(path))
+    with pytest.raises(sapiens2.UnsafeCheckpointError, match="carries code.*allow_code=True"):
+        sapiens2.load(path)
+    loaded = sapiens2.load(path, allow_code=True)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_export_program_loads_with_opt_in(tmp_path):
+    model = build_sapiens1(replace(TINY, pos_grid=(4, 3)), "depth", V1HeadConfig(64, (8,) * 4, (8, 8), 1)).eval()
+    x = torch.randn(1, 3, 64, 48)
+    path = tmp_path / "sapiens_0.3b_render_people_epoch_100_bfloat16.pt2"
+    torch.export.save(torch.export.export(model, (x,)), str(path))
+    loaded = sapiens2.load(path, allow_code=True)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    assert getattr(loaded, "task", None) == "depth"
