@@ -15,7 +15,7 @@ HUB_OWNER = "facebook"
 DENSE_INPUT = (1024, 768)  # H, W of every task model
 SIZES = ("0.4b", "0.8b", "1b", "5b")
 TASK_NAMES = ("pose", "seg", "normal", "pointmap", "albedo")
-_SUFFIXES = (".safetensors", ".pth", ".bin", ".pt")
+_SUFFIXES = (".safetensors", ".pth", ".bin", ".pt", ".pt2")
 
 
 @dataclass(frozen=True)
