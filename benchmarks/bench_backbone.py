@@ -6,6 +6,7 @@ heads to SDPA as they are and computes the tables once per grid size. Both run t
 float32 (bf16 matmuls are emulated, and hundreds of times slower, on CPUs without native bf16).
 
     python benchmarks/bench_backbone.py --sizes 0.1b,0.4b,0.8b --batches 1,4
+    python benchmarks/bench_backbone.py --sizes v1-0.3b,v1-0.6b --batches 1 --no-plain   # Sapiens v1
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import backbone_flops, best_time, machine, matmul_peak_gflops, print_table  # noqa: E402
+from common import backbone_flops, best_time, machine, matmul_peak_gflops, print_table, v1_backbone_flops  # noqa: E402
 
 from sapiens2.models import build_model  # noqa: E402
+from sapiens2.models.sapiens1 import V1_ARCHS, build_sapiens1  # noqa: E402
 from sapiens2.nn.attention import GroupedQueryAttention  # noqa: E402
 from sapiens2.nn.rope import apply_rope  # noqa: E402
 
@@ -76,10 +78,15 @@ def main() -> None:
     print(f"machine: {machine()}; dense fp32 matmul peak {peak:.0f} GFLOP/s")
     rows = []
     for size in args.sizes.split(","):
-        model = build_model(size, "pretrain").to(device, dtype).eval()
-        flops = backbone_flops(model.config, args.height, args.width)
+        if size.startswith("v1-"):  # Sapiens v1 (plain ViT) as its task models run: no cls token, 64x48 positions
+            cfg = V1_ARCHS[size[3:]]
+            model = build_sapiens1(cfg, "pretrain").to(device, dtype).eval()
+            flops = v1_backbone_flops(cfg.embed_dim, cfg.depth, cfg.hidden, args.height, args.width)
+        else:
+            model = build_model(size, "pretrain").to(device, dtype).eval()
+            flops = backbone_flops(model.config, args.height, args.width)
         variants = {"ours": model}
-        if not args.no_plain:
+        if not args.no_plain and not size.startswith("v1-"):
             variants["plain"] = lambda x, m=model: plain_forward(m, x)
         if args.compile:
             variants["ours+compile"] = torch.compile(model)

@@ -83,3 +83,10 @@ def print_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> None
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in cells[1:]:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+
+
+def v1_backbone_flops(embed: int, depth: int, hidden: int, height: int, width: int, patch: int = 16) -> float:
+    """FLOPs of one Sapiens v1 ViT forward for one image (fused qkv, GELU MLP, no prefix tokens)."""
+    n, c = (height // patch) * (width // patch), embed
+    block = 2 * n * c * 3 * c + 2 * n * c * c + 2 * 2 * n * n * c + 2 * 2 * n * c * hidden
+    return 2 * n * c * 3 * patch**2 + depth * block
