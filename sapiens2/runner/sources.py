@@ -8,6 +8,7 @@ apart by their extension (`x_jpg_*`, `x_png_*`).
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 from collections import Counter
@@ -47,7 +48,7 @@ def _root_candidates(inputs: Sequence[str]) -> list[str]:
         path = os.path.abspath(os.path.expanduser(entry))
         if os.path.isdir(path):
             roots.append(path)
-        elif _GLOB.search(entry) and not os.path.lexists(path):
+        elif _GLOB.search(entry) and not os.path.lexists(path) and glob.glob(path, recursive=True):
             fixed = path[: _GLOB.search(path).start()]
             roots.append(fixed if fixed.endswith(os.sep) else os.path.dirname(fixed))
     return roots
@@ -59,7 +60,11 @@ def collect_sources(inputs: Sequence[str], webcam: int | None = None) -> tuple[l
     files = [*expanded.images, *expanded.videos]
     sources: list[Source] = []
     if files:
-        anchors = _root_candidates(inputs) + [os.path.dirname(os.fspath(f)) for f in files]
+        parents = [os.path.dirname(os.fspath(f)) for f in files]
+        # a folder named on the command line anchors the tree only if something was found in it
+        named = [r for r in _root_candidates(inputs) if any(p == r or p.startswith(r.rstrip(os.sep) + os.sep)
+                                                             for p in parents)]
+        anchors = named + parents
         root = Path(os.path.commonpath(anchors))
         rels = [Path(os.path.relpath(f, root)) for f in files]
         stems = [r.parent / output_stem(r) for r in rels]
