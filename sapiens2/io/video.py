@@ -113,9 +113,13 @@ class VideoWriter:
         if codec == "h264" and not pyav:
             raise VideoError(path, "H.264 needs PyAV: pip install av (or sapiens2[video])")
         self.codec = "h264" if codec in ("auto", "h264") and pyav else "mp4v"
-        self.note = ("H.264 (PyAV libx264)" if self.codec == "h264" else
-                     "MPEG-4 Part 2 (OpenCV mp4v): PyAV is not installed, so browsers may not play it; "
-                     "pip install av for H.264")
+        if self.codec == "h264":
+            self.note = "H.264 (PyAV libx264)"
+        elif codec == "mp4v":
+            self.note = "MPEG-4 Part 2 (OpenCV mp4v), as asked: desktop players read it, browsers may not"
+        else:
+            self.note = ("MPEG-4 Part 2 (OpenCV mp4v): PyAV is not installed, so browsers may not play it; "
+                         "pip install av (sapiens2[video]) for H.264")
         self.crf = crf
         self.frames_written = 0
         self._size: tuple[int, int] | None = None  # (H, W) of the first frame

@@ -110,12 +110,13 @@ class CenterPose(nn.Module):
 
 
 @pytest.fixture
-def stand_in_pose(monkeypatch):
-    """Make `--model anything` load `CenterPose` for pose (other tasks load normally)."""
+def stand_in_pose(request, monkeypatch):
+    """Make `--model anything` load `CenterPose` for pose (other tasks load normally). 308 keypoints, or
+    `@pytest.mark.parametrize("stand_in_pose", [17], indirect=True)` for fewer (faster to decode)."""
     from sapiens2.runner import models
 
     real = models.load_network
-    net = CenterPose()
+    net = CenterPose(getattr(request, "param", 308))
 
     def fake(task, spec, device, dtype, allow_pickle=False):
         if task == "pose":
