@@ -1,8 +1,8 @@
-"""Process-level plumbing of a pretraining run: torchrun / single process, device, wrapping, atomic files.
+"""Process-level plumbing of a pretraining run: processes, device, wrapping, atomic files.
 
-A small interface on purpose (the fine-tuning package grows the general one): `Runtime.start` reads
-the torchrun environment, initialises the process group (NCCL on CUDA, gloo on CPU) and picks the
-device; `wrap_student` applies DDP or FSDP2 `fully_shard`; `atomic_write` never leaves half a file.
+`Runtime.start` joins torchrun's process group through `sapiens2.train.distributed`. `wrap_student`
+is pretraining's own: DDP on the student only, or FSDP2 on student *and* teacher with the same layout
+(so the EMA update is shard to shard). `atomic_write` never leaves half a file.
 """
 
 from __future__ import annotations
@@ -33,23 +33,12 @@ class Runtime:
 
     @classmethod
     def start(cls, parallel: str = "auto") -> Runtime:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        cuda = torch.cuda.is_available()
-        device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-        if cuda:
-            torch.cuda.set_device(device)
-        if world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if cuda else "gloo", device_id=device if cuda else None)
-        if parallel == "auto":
-            parallel = "ddp" if world > 1 else "none"
-        if parallel != "none" and world == 1 and not dist.is_initialized():
-            # DDP / FSDP need a process group even alone (a one-GPU FSDP smoke run, say).
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
-            dist.init_process_group("nccl" if cuda else "gloo", rank=0, world_size=1)
-        return cls(rank, world, local_rank, device, parallel)
+        """Join the torchrun process group, if any, and pick the device (`sapiens2.train.distributed`).
+        'auto' means DDP under torchrun; DDP / FSDP asked for in a single process run plain."""
+        from sapiens2.train.distributed import choose_parallel, init_distributed
+
+        info = init_distributed()
+        return cls(info.rank, info.world_size, info.local_rank, info.device, choose_parallel(parallel, info))
 
     def barrier(self) -> None:
         if dist.is_initialized():
@@ -118,11 +107,3 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

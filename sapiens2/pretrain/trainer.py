@@ -30,6 +30,8 @@ from sapiens2.pretrain.masking import MaskGenerator
 from sapiens2.pretrain.runtime import Runtime, atomic_write, wrap_student
 from sapiens2.pretrain.schedules import teacher_momentum, teacher_temperature, warmup_cosine
 from sapiens2.pretrain.ssl_meta_arch import SSLMetaArch
+from sapiens2.train.checkpoint import save_weights
+from sapiens2.train.optim import clip_gradients
 
 log = logging.getLogger("sapiens2.pretrain")
 
@@ -39,12 +41,15 @@ _CKPT = re.compile(r"step_(\d+)\.pt$")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices only; none on norms, biases, LayerScale and learned tokens."""
+    """AdamW groups: weight decay on matrices only; none on norms, biases, LayerScale and learned tokens
+    (the fine-tuning rule of `sapiens2.train.optim`, plus the 4K tokenizer's `w_cls` token)."""
+    from sapiens2.train.optim import no_weight_decay
+
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        skip = p.ndim <= 1 or name.rsplit(".", 1)[-1] in NO_DECAY_TOKENS
+        skip = no_weight_decay(name, p) or name.rsplit(".", 1)[-1] in NO_DECAY_TOKENS
         (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -119,10 +124,8 @@ class Pretrainer:
             out = self.meta(global_views, local_views, masks, self.schedules.teacher_temp(step), self.student)
         out.loss.backward()
         metrics = dict(out.metrics)
-        clip = cfg.optim.clip_grad
-        if clip:
-            norm = torch.nn.utils.clip_grad_norm_(self.meta.student.parameters(), clip)
-            metrics["grad_norm"] = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        norm = clip_gradients(self.meta.student.parameters(), cfg.optim.clip_grad)
+        metrics["grad_norm"] = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.meta.update_teacher(self.schedules.momentum(step))
@@ -202,8 +205,10 @@ class Pretrainer:
 
     def save(self) -> Path | None:
         """An atomic training checkpoint `checkpoints/step_N.pt`; older ones beyond `keep_checkpoints` go."""
-        state = self.full_state()
         path = self.ckpt_dir / f"step_{self.step:08d}.pt"
+        # FSDP gathers the shards with collectives, so every rank takes part; otherwise only rank 0
+        # copies the state (one CPU copy of model + AdamW, not one per process).
+        state = self.full_state() if self.rt.parallel == "fsdp" or self.rt.is_main else None
         if self.rt.is_main:
             atomic_write(path, lambda tmp: torch.save(state, tmp))
             keep = self.cfg.train.keep_checkpoints
@@ -225,7 +230,8 @@ class Pretrainer:
             if not found:
                 return False
             path = found[-1]
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # Memory-mapped: each process pages in what it needs instead of holding a private full copy.
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         set_state_dict(self.meta, self.optimizer, model_state_dict=state["model"],
                        optim_state_dict=state["optimizer"], options=StateDictOptions(full_state_dict=True))
         self.step = int(state["step"])
@@ -238,7 +244,7 @@ class Pretrainer:
 
         opts = StateDictOptions(full_state_dict=True)
         if str(source).endswith(".pt"):
-            state = torch.load(source, map_location="cpu", weights_only=True)["model"]
+            state = torch.load(source, map_location="cpu", weights_only=True, mmap=True)["model"]
         else:
             from sapiens2.hub import load
 
@@ -252,9 +258,10 @@ class Pretrainer:
     def export(self, path: str | Path, which: str = "teacher") -> Path:
         """The `which` ('teacher' or 'student') backbone as bare keys in safetensors: the official
         pretrain layout, which `sapiens2.load` and fine-tuning read directly."""
-        model = self.full_state()["model"]
-        prefix = f"{which}.backbone."
-        state = {k[len(prefix):]: v for k, v in model.items() if k.startswith(prefix)}
+        if self.rt.parallel == "fsdp" or self.rt.is_main:
+            model = self.full_state()["model"]
+            prefix = f"{which}.backbone."
+            state = {k[len(prefix):]: v for k, v in model.items() if k.startswith(prefix)}
         if self.rt.is_main:
             save_backbone(state, path)
         self.rt.barrier()
@@ -263,10 +270,7 @@ class Pretrainer:
 
 def save_backbone(state: dict[str, torch.Tensor], path: str | Path) -> Path:
     """Bare backbone keys -> a safetensors file, atomically."""
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in state.items()}
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+    return save_weights({k: v.clone() for k, v in state.items()}, path, metadata={"format": "pt"})
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, which: str = "teacher") -> Path:
