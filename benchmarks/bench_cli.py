@@ -29,12 +29,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sapiens2.models import BackboneConfig, DenseHeadConfig, PoseHeadConfig, SegHeadConfig, build_model  # noqa: E402
-from sapiens2.runner import RunOptions, collect_sources, run_jobs  # noqa: E402
-from sapiens2.runner.jobs import DEFAULT_SAVES, DenseJob, PoseJob  # noqa: E402
-from sapiens2.runner.models import load_network, resolve_device, resolve_dtype  # noqa: E402
-from sapiens2.tasks.dense import predictor_for  # noqa: E402
-from sapiens2.tasks.pose import Pose  # noqa: E402
+from sapiens2.models import (
+    BackboneConfig,
+    DenseHeadConfig,
+    PoseHeadConfig,
+    SegHeadConfig,
+    build_model,
+)
+from sapiens2.runner import RunOptions, collect_sources, run_jobs
+from sapiens2.runner.jobs import DEFAULT_SAVES, DenseJob, PoseJob
+from sapiens2.runner.models import load_network, resolve_device, resolve_dtype
+from sapiens2.tasks.dense import predictor_for
+from sapiens2.tasks.pose import Pose
 
 
 def _network(task: str, spec: str, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:

@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Self
 
 import cv2
 import numpy as np
@@ -47,7 +48,7 @@ def have_pyav() -> bool:
         return False
     try:
         av.codec.Codec("libx264", "w")
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure means no usable encoder
         return False
     return True
 
@@ -89,7 +90,7 @@ class VideoReader:
     def close(self) -> None:
         self._cap.release()
 
-    def __enter__(self) -> VideoReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -202,7 +203,7 @@ class VideoWriter:
                 os.unlink(self._tmp)
         self._tmp = self._container = self._stream = self._cv2 = None
 
-    def __enter__(self) -> VideoWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, *exc: object) -> None:

@@ -29,7 +29,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,7 +41,12 @@ from sapiens2.runner.sources import Source
 from sapiens2.tasks import dense_outputs
 from sapiens2.tasks.dense import DensePredictor, MattingResult, PointmapResult
 from sapiens2.tasks.pose import Person, Pose, PoseResult
-from sapiens2.tasks.topdown import INPUT_SIZE, TopdownCrops, crop_people, heatmaps_to_keypoints
+from sapiens2.tasks.topdown import (
+    INPUT_SIZE,
+    TopdownCrops,
+    crop_people,
+    heatmaps_to_keypoints,
+)
 from sapiens2.vis.dense import side_by_side
 from sapiens2.vis.pose import draw_pose
 
@@ -287,7 +292,7 @@ class DenseJob(Job):
             return dense_outputs.picture(result, image, depth_bounds=depth_bounds)
         return dense_outputs.picture(result, image)
 
-    _FILES = {
+    _FILES: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {
         "seg": (("npz", "_seg.npy"), ("png", "_seg.png")),
         "normal": (("npz", "_normal.npy"),),
         "pointmap": (("npz", "_depth.npy"), ("npz", "_points.npy"), ("ply", ".ply")),
@@ -304,7 +309,7 @@ class DenseJob(Job):
     def save(self, result: Any, image: np.ndarray, source: Source, out_dir: Path,
              kinds: Iterable[str] | None = None) -> list[Path]:
         kinds = set(self.saves if kinds is None else kinds)
-        out = lambda suffix: source.out(out_dir, suffix)  # noqa: E731
+        out = lambda suffix: source.out(out_dir, suffix)
         paths: list[Path] = []
         t = self.task
         if t == "seg":

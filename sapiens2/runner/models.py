@@ -10,8 +10,15 @@ from torch import nn
 
 from sapiens2.zoo import MODELS, SIZES
 
-__all__ = ["DEFAULT_MODELS", "V1_ONLY_TASKS", "load_network", "model_name", "resolve_device", "resolve_dtype",
-           "missing_weights"]
+__all__ = [
+    "DEFAULT_MODELS",
+    "V1_ONLY_TASKS",
+    "load_network",
+    "missing_weights",
+    "model_name",
+    "resolve_device",
+    "resolve_dtype",
+]
 
 #: The model each task runs when --model is not given.
 DEFAULT_MODELS = {"pose": "0.4b", "seg": "0.4b", "normal": "0.4b", "pointmap": "0.4b", "albedo": "0.4b",

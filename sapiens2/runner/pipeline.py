@@ -156,7 +156,7 @@ class _Run:
                         break
                 else:
                     self._feed_video(source)
-        except BaseException as e:  # never leave the main thread waiting
+        except BaseException as e:  # noqa: BLE001 - reported; never leave the main thread waiting
             self._put(self.decoded, _done(_Failed(Source("image", Path("?")), e, "input")))
         finally:
             while True:
@@ -187,14 +187,14 @@ class _Run:
     def _load_image(self, source: Source) -> _Item | _Failed:
         try:
             image = read_image(source.path, max_pixels=self.opt.max_pixels)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure of one input is reported, the run goes on
             return _Failed(source, e, "decode")
         return self._prepare(source, image)
 
     def _prepare(self, source: Source, image: np.ndarray, frame: int | None = None, t: float = 0.0) -> _Item | _Failed:
         try:
             prepared = {job.task: job.prepare(image, source) for job in self.jobs}
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - reported per input
             return _Failed(source, e, "prepare", frame)
         return _Item(source, image, prepared, frame, t)
 
@@ -251,7 +251,7 @@ class _Run:
     def _infer(self, batch: list[_Item]) -> None:
         try:
             raws = {job.task: job.infer([it.prepared[job.task] for it in batch]) for job in self.jobs}
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - isolated below and reported per input
             if len(batch) > 1:  # find the culprit: one at a time
                 for it in batch:
                     self._infer([it])
@@ -286,7 +286,7 @@ class _Run:
                 break
             try:
                 self._sink_one(entry)
-            except Exception as e:  # a failing video writer, say: report, keep going
+            except Exception as e:  # noqa: BLE001 - a failing video writer, say: report, keep going
                 source = entry[1].source
                 self.failures.add(source.name, e, "write")
                 session = self.sessions.pop(source, None)
@@ -329,7 +329,7 @@ class _Run:
         _, item, future = entry
         try:
             results = future.result()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - post-processing or writing failed for this input
             self.failures.add(item.source.name, e, "write", item.frame)
             results, ok = None, False
         else:

@@ -37,7 +37,7 @@ def draw_track_boxes(image: np.ndarray, boxes: np.ndarray, ids: list[int], thick
     scale = max(0.4, canvas.shape[0] / 900)
     for (x1, y1, x2, y2), tid in zip(np.asarray(boxes, np.float64).reshape(-1, 4), ids):
         color = track_color(tid)
-        p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
+        p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
         cv2.rectangle(canvas, p1, p2, color, thickness)
         cv2.putText(canvas, f"#{tid}", (p1[0] + 2, max(p1[1] - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, scale, color,
                     max(1, thickness), cv2.LINE_AA)

@@ -48,10 +48,9 @@ def test_h264_pads_odd_sizes(tmp_path):
 
 def test_an_error_while_writing_leaves_nothing(tmp_path):
     path = tmp_path / "clip.mp4"
-    with pytest.raises(RuntimeError):
-        with VideoWriter(path, codec="mp4v") as w:
-            w.write(_frames(1)[0])
-            raise RuntimeError("stop")
+    with pytest.raises(RuntimeError), VideoWriter(path, codec="mp4v") as w:
+        w.write(_frames(1)[0])
+        raise RuntimeError("stop")
     assert list(tmp_path.iterdir()) == []
 
 

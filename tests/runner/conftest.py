@@ -13,7 +13,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from sapiens2.cli import main
-from sapiens2.models import BackboneConfig, DenseHeadConfig, PointmapHeadConfig, PoseHeadConfig, SegHeadConfig, build_model
+from sapiens2.models import (
+    BackboneConfig,
+    DenseHeadConfig,
+    PointmapHeadConfig,
+    PoseHeadConfig,
+    SegHeadConfig,
+    build_model,
+)
 from sapiens2.models.sapiens1 import Sapiens1Config, V1HeadConfig, build_sapiens1
 
 TINY = BackboneConfig(embed_dim=32, depth=2, num_heads=2)

@@ -151,3 +151,17 @@ def test_bad_options_fail_before_any_work(tmp_path, checkpoints, capsys, args, m
     assert cli(*[subs.get(a, a) for a in args], "--out", tmp_path / "out") == 2
     assert message in capsys.readouterr().err
     assert sapiens2  # imported for its side effects on the error classes
+
+
+def test_demo_runs_on_the_bundled_photo_when_weights_are_there(tmp_path, checkpoints, stand_in_pose, monkeypatch,
+                                                               capsys):
+    from sapiens2.runner import models
+
+    monkeypatch.setattr(models, "missing_weights", lambda names: [])
+    out = tmp_path / "demo"
+    assert cli("demo", "--tasks", "pose,seg", "--model", f"seg={checkpoints['seg']}", "--input-size", DENSE_SIZE,
+               "--detector", "none", "--out", out) == 0
+    assert cv2.imread(str(out / "astronaut_pose.jpg")).shape == (512, 512, 3)
+    assert cv2.imread(str(out / "astronaut_seg.jpg")).shape == (512, 1024, 3)
+    assert json.loads((out / "astronaut_pose.json").read_text())["box_source"] == "whole image"
+    assert "pictures:" in capsys.readouterr().out
