@@ -180,7 +180,7 @@ def build_jobs(tasks: list[str], args: argparse.Namespace, device: Any, dtype: A
                                    kpt_thr=args.kpt_thr, radius=args.radius, thickness=args.thickness))
         else:
             kwargs = {"device": device, "dtype": dtype, "batch_size": args.batch_size, "input_size": size}
-            predictor = J.make_depth(net, **kwargs) if task == "depth" else predictor_for(task)(net, **kwargs)
+            predictor = predictor_for(task)(net, **kwargs)
             built.append(J.DenseJob(task, predictor, saves))
     return built
 

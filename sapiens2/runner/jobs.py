@@ -36,10 +36,14 @@ import torch
 
 from sapiens2.io.writers import write_image, write_json, write_npy, write_npz
 from sapiens2.keypoints.convert import convert_keypoints, keypoint_mapping
-from sapiens2.runner.depth import Depth, DepthResult
 from sapiens2.runner.sources import Source
 from sapiens2.tasks import dense_outputs
-from sapiens2.tasks.dense import DensePredictor, MattingResult, PointmapResult
+from sapiens2.tasks.dense import (
+    DensePredictor,
+    DepthResult,
+    MattingResult,
+    PointmapResult,
+)
 from sapiens2.tasks.pose import Person, Pose, PoseResult
 from sapiens2.tasks.topdown import (
     INPUT_SIZE,
@@ -271,7 +275,7 @@ class PoseJob(Job):
 
 
 class DenseJob(Job):
-    """A dense predictor (`Segmenter`, `Normals`, `Pointmap`, `Albedo`, `Matting`, or the v1 `Depth`)."""
+    """A dense predictor (`Segmenter`, `Normals`, `Pointmap`, `Albedo`, `Matting`, or Sapiens v1's `Depth`)."""
 
     def __init__(self, task: str, predictor: DensePredictor, saves: frozenset[str]) -> None:
         self.task = task
@@ -352,7 +356,3 @@ def attach_masks(results: dict[str, Any]) -> dict[str, Any]:
     if seg is None:
         return results
     return {task: (r.with_mask(seg) if task != "seg" and hasattr(r, "with_mask") else r) for task, r in results.items()}
-
-
-def make_depth(network: torch.nn.Module, **kwargs: Any) -> Depth:
-    return Depth(network, **kwargs)
