@@ -161,8 +161,8 @@ class PoseJob(Job):
         detected = None
         if given is None and self.pose.detector is not None:
             with self._detector_lock:  # one detection at a time: the detector shares the device with the pose network
-                detected = self.pose._detect_all([image])[0]
-        boxes, box_source = self.pose._boxes(image, given, detected)
+                detected = self.pose.detect([image])[0]
+        boxes, box_source = self.pose.choose_boxes(image, given, detected)
         crops = crop_people(image, boxes[:, :4], self.pose.box_padding, INPUT_SIZE) if len(boxes) else None
         return PosePrepared(boxes, box_source, crops)
 
@@ -173,7 +173,7 @@ class PoseJob(Job):
             return [None] * len(prepared)
         crops = np.concatenate([p.crops.crops for p in prepared if p.crops is not None])
         bs = self.pose.batch_size
-        heat = np.concatenate([self.pose._heatmaps(crops[s:s + bs]) for s in range(0, len(crops), bs)])
+        heat = np.concatenate([self.pose.heatmaps(crops[s:s + bs]) for s in range(0, len(crops), bs)])
         out, start = [], 0
         for n in counts:
             out.append(heat[start:start + n] if n else None)

@@ -201,11 +201,11 @@ class Pose:
             raise ValueError(f"{len(batch)} images but {len(boxes)} box lists")
         paths = [Path(x) if isinstance(x, (str, os.PathLike)) else None for x in batch]
         arrays = [read_image(x) if p is not None else _check_image(x) for x, p in zip(batch, paths)]
-        detected = self._detect_all(arrays) if boxes is None and self.detector is not None else None
+        detected = self.detect(arrays) if boxes is None and self.detector is not None else None
         sources, per_image = [], []
         for i, image in enumerate(arrays):
             given = None if boxes is None else boxes[i]
-            b, source = self._boxes(image, given, None if detected is None else detected[i])
+            b, source = self.choose_boxes(image, given, None if detected is None else detected[i])
             per_image.append(b)
             sources.append(source)
         results = self._estimate(arrays, per_image)
@@ -213,7 +213,7 @@ class Pose:
                for people, img, src, path in zip(results, arrays, sources, paths)]
         return out[0] if single else out
 
-    def _detect_all(self, images: list[np.ndarray]) -> list[Any]:
+    def detect(self, images: list[np.ndarray]) -> list[Any]:
         """Detections per image; the built-in detector takes the whole list in batched forwards."""
         from sapiens2.detect import PersonDetector
 
@@ -221,7 +221,8 @@ class Pose:
             return self.detector(images)
         return [self.detector(image) for image in images]
 
-    def _boxes(self, image: np.ndarray, given: Any | None, detected: Any | None) -> tuple[np.ndarray, BoxSource]:
+    def choose_boxes(self, image: np.ndarray, given: Any | None, detected: Any | None) -> tuple[np.ndarray, BoxSource]:
+        """The boxes to crop (N x 5) and where they came from: given, detected, or the whole image."""
         h, w = image.shape[:2]
         whole = np.append(full_image_box((h, w)), 1.0).astype(np.float32)[None]
         if given is not None:
@@ -239,7 +240,7 @@ class Pose:
         jobs = [(i, crop_people(img, b[:, :4], self.box_padding, INPUT_SIZE), b[:, 4]) for i, (img, b) in
                 enumerate(zip(images, boxes)) if len(b)]
         crops = np.concatenate([c.crops for _, c, _ in jobs]) if jobs else np.zeros((0, INPUT_SIZE[1], INPUT_SIZE[0], 3), np.uint8)
-        heatmaps = [self._heatmaps(crops[s : s + self.batch_size]) for s in range(0, len(crops), self.batch_size)]
+        heatmaps = [self.heatmaps(crops[s : s + self.batch_size]) for s in range(0, len(crops), self.batch_size)]
         people: list[list[Person]] = [[] for _ in images]
         if not jobs:
             return people
@@ -254,7 +255,8 @@ class Pose:
                                         kp_scores[j].astype(np.float32)))
         return people
 
-    def _heatmaps(self, crops: np.ndarray) -> np.ndarray:
+    def heatmaps(self, crops: np.ndarray) -> np.ndarray:
+        """(N, K, H/4, W/4) heatmaps for N x 1024 x 768 x 3 uint8 RGB crops (flip-averaged when flip_test)."""
         x = normalize(crops, device=self.device, dtype=self.dtype)
         heat = self.network(x)
         if self.flip_test:
