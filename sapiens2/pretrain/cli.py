@@ -20,12 +20,16 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+DESCRIPTION = ("Pretrain a Sapiens2 backbone: masked reconstruction + self-distillation of the [cls] token. "
+               "Runs alone or under `torchrun --nproc_per_node N -m sapiens2.pretrain CONFIG`; resumes from the "
+               "newest checkpoint in the work dir; saves the backbone as a pretrain safetensors file.")
+
+
 def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register the `pretrain` sub-command."""
     parser = subparsers.add_parser(
         "pretrain", help="pretrain a backbone with the Sapiens2 objective (MAE + DINO-style distillation)",
-        description="Pretrain a Sapiens2 backbone: masked reconstruction + self-distillation of the [cls] token. "
-                    "Runs alone or under `torchrun --nproc_per_node N -m sapiens2.pretrain CONFIG`.",
+        description=DESCRIPTION,
     )
     return _configure(parser)
 
@@ -64,5 +68,5 @@ def _toml_string(s: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = _configure(argparse.ArgumentParser(prog="python -m sapiens2.pretrain",
-                                                description=add_pretrain_parser.__doc__))
+                                                description=DESCRIPTION))
     return run_pretrain(parser.parse_args(argv))

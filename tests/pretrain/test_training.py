@@ -170,3 +170,18 @@ def test_torchrun_two_processes(tmp_path, images):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-4000:]
     assert "2 process(es), ddp" in res.stdout
     assert sapiens2.load(tmp_path / "run" / EXPORT_NAME) is not None
+
+
+def test_cli_subcommand_parses_and_reports_config_errors(tmp_path, capsys):
+    import argparse
+
+    from sapiens2.pretrain.cli import add_pretrain_parser, run_pretrain
+
+    parser = argparse.ArgumentParser(prog="sapiens2")
+    add_pretrain_parser(parser.add_subparsers(dest="command"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\narch = "7b"\n[data]\nsource = "x"\n[train]\nwork_dir = "w"\n')
+    args = parser.parse_args(["pretrain", str(bad), "--set", "train.num_iters=5"])
+    assert args.func is run_pretrain
+    assert run_pretrain(args) == 2
+    assert "model.arch" in capsys.readouterr().err
