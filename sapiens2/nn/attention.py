@@ -13,8 +13,9 @@ from sapiens2.nn.rope import apply_rope
 class GroupedQueryAttention(nn.Module):
     """Attention whose key/value heads may be fewer than its query heads.
 
-    Query head j reads KV head j // (heads / kv_heads), as the reference's interleaved repeat does; here the
-    KV heads are handed to `scaled_dot_product_attention` un-repeated (`enable_gqa`), which saves the copy.
+    Query head j reads KV head j // (heads / kv_heads), as the reference's interleaved repeat does. RoPE runs
+    on the KV heads before they are repeated (half the work); on CUDA in half precision they are handed to
+    `scaled_dot_product_attention` un-repeated (`enable_gqa`), which saves the copy too.
     Key names follow the official checkpoints: wq, wk, wv, q_norm, k_norm, proj, gamma.
     """
 
@@ -60,6 +61,12 @@ class GroupedQueryAttention(nn.Module):
             # Per-head and per-token, so rotating the un-repeated KV heads equals the reference's order.
             q, k = apply_rope(q, sin, cos), apply_rope(k, sin, cos)
         grouped = self.num_kv_heads != self.num_heads
+        if grouped and not (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)):
+            # Only CUDA's half-precision kernels take grouped KV heads natively; elsewhere SDPA falls back
+            # to its slow math path for them, so repeat them (after RoPE, which then runs on half the heads).
+            rep = self.num_heads // self.num_kv_heads
+            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+            grouped = False
         out = F.scaled_dot_product_attention(q, k, v, enable_gqa=grouped)
         out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, n, c)))
         return self.gamma(out) if self.gamma is not None else out
