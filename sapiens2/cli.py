@@ -195,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sapiens2.train.cli import add_train_parser
 
     add_train_parser(sub)
+
+    from sapiens2.pretrain.cli import add_pretrain_parser
+
+    add_pretrain_parser(sub)
     return parser
 
 

@@ -35,21 +35,20 @@ from sapiens2.train.optim import clip_gradients
 
 log = logging.getLogger("sapiens2.pretrain")
 
-NO_DECAY_TOKENS = ("cls_token", "storage_tokens", "mask_token", "w_cls", "local_pos_embed")
 EXPORT_NAME = "pretrain_backbone.safetensors"
 _CKPT = re.compile(r"step_(\d+)\.pt$")
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """AdamW groups: weight decay on matrices only; none on norms, biases, LayerScale and learned tokens
-    (the fine-tuning rule of `sapiens2.train.optim`, plus the 4K tokenizer's `w_cls` token)."""
+    (the fine-tuning rule of `sapiens2.train.optim`)."""
     from sapiens2.train.optim import no_weight_decay
 
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        skip = no_weight_decay(name, p) or name.rsplit(".", 1)[-1] in NO_DECAY_TOKENS
+        skip = no_weight_decay(name, p)
         (no_decay if skip else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 EMBED_NAMES = ("cls_token", "mask_token", "storage_tokens", "pos_embed", "patch_embed", "tokenizer")
-NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "storage_tokens")
+NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "storage_tokens", "w_cls")  # w_cls: the 4K tokenizer's token
 
 
 def layer_id(name: str, depth: int, backbone_prefix: str = "backbone.") -> int:
