@@ -9,14 +9,13 @@ uses the generic dataclass reader of `sapiens2.train.config`, so errors name the
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from sapiens2.pretrain.augment import MultiCropConfig
 from sapiens2.pretrain.ssl_meta_arch import ObjectiveConfig
-from sapiens2.train.config import ConfigError, apply_override, from_dict
+from sapiens2.train.config import ConfigError, from_dict, read_toml
 
 
 @dataclass
@@ -83,16 +82,7 @@ class PretrainConfig:
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> PretrainConfig:
     """Read a TOML file, apply `section.field=value` overrides, validate into a `PretrainConfig`."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("", f"{path}: no such config file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError("", f"{path} is not valid TOML: {e}") from None
-    for item in overrides:
-        apply_override(data, item)
-    return config_from_dict(data)
+    return config_from_dict(read_toml(path, overrides))
 
 
 def config_from_dict(data: dict[str, Any]) -> PretrainConfig:

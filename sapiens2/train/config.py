@@ -130,8 +130,8 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------ loading
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Read a TOML file, apply `key.path=value` overrides, and validate into a `TrainConfig`."""
+def read_toml(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """A TOML config file as a dict, with `key.path=value` overrides applied (shared with pretraining)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -141,7 +141,12 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         raise ConfigError("", f"{path} is not valid TOML: {e}") from None
     for item in overrides:
         apply_override(data, item)
-    return config_from_dict(data)
+    return data
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a TOML file, apply `key.path=value` overrides, and validate into a `TrainConfig`."""
+    return config_from_dict(read_toml(path, overrides))
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
