@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -65,7 +66,7 @@ def write_checkpoint(stem: str, workdir: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="sapiens2_0.8b_pretrain")
-    ap.add_argument("--workdir", type=Path, default=Path("/tmp/sapiens2-bench"))
+    ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "sapiens2-bench")
     ap.add_argument("--no-baseline", action="store_true")
     args = ap.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
