@@ -96,6 +96,24 @@ class Sapiens2Backbone(nn.Module):
         )
         self.ln1 = nn.RMSNorm(cfg.embed_dim, eps=1e-6)  # the final norm; the official key is top-level `ln1`
 
+    def init_weights(self, std: float = 0.02) -> Sapiens2Backbone:
+        """The reference's from-scratch init (for pretraining): truncated-normal Linear / Conv weights with zero
+        biases, RMSNorm gains at 1, truncated-normal [cls], storage and 4K-tokenizer tokens; LayerScale keeps
+        its constructor value. Loading a checkpoint does not need it."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Conv2d)):
+                nn.init.trunc_normal_(m.weight, std=std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.RMSNorm) and m.weight is not None:
+                nn.init.ones_(m.weight)
+        tokens = [self.cls_token, self.storage_tokens]
+        if self.config.use_tokenizer:
+            tokens += [self.tokenizer.w_cls, self.tokenizer.local_pos_embed]
+        for t in tokens:
+            nn.init.trunc_normal_(t, std=std)
+        return self
+
     def tokens(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[int, int]]:
         """All tokens after the final norm, and the patch grid (H, W) they came from.
 

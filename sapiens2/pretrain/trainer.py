@@ -25,7 +25,6 @@ from sapiens2.models.build import build_backbone
 from sapiens2.pretrain.augment import MultiCrop
 from sapiens2.pretrain.config import OptimConfig, PretrainConfig, backbone_config
 from sapiens2.pretrain.data import PretrainImages, ResumableSampler, collate_views, list_images, mix_seed
-from sapiens2.pretrain.init import init_backbone_
 from sapiens2.pretrain.masking import MaskGenerator
 from sapiens2.pretrain.runtime import Runtime, atomic_write, wrap_student
 from sapiens2.pretrain.schedules import teacher_momentum, teacher_temperature, warmup_cosine
@@ -61,7 +60,7 @@ def build_optimizer(student: nn.Module, cfg: OptimConfig, device: torch.device) 
 def build_meta_arch(cfg: PretrainConfig, device: torch.device | str = "cpu") -> SSLMetaArch:
     """A freshly initialised student (and its teacher copy) for `cfg`."""
     rope = torch.bfloat16 if cfg.model.rope_dtype == "bfloat16" else torch.float32
-    backbone = init_backbone_(build_backbone(backbone_config(cfg.model), rope_dtype=rope))
+    backbone = build_backbone(backbone_config(cfg.model), rope_dtype=rope).init_weights()
     backbone.grad_checkpointing = cfg.model.grad_checkpointing
     return SSLMetaArch(backbone, cfg.objective).to(device)
 

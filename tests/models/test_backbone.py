@@ -110,3 +110,13 @@ def test_keeping_every_patch_changes_nothing_and_a_subset_keeps_positions():
         swapped = model(x, keep=torch.tensor([[7, 0, 5], [3, 11, 2]]))
     torch.testing.assert_close(swapped[0, 9:], part[0, 9:][[2, 0, 1]], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(swapped[1, 9:], part[1, 9:][[2, 0, 1]], rtol=1e-5, atol=1e-5)
+
+
+def test_from_scratch_init_follows_the_reference():
+    torch.manual_seed(0)
+    model = build_model(BackboneConfig(embed_dim=64, depth=2, num_heads=2, use_tokenizer=True), "pretrain").init_weights()
+    w = model.blocks[0].attn.wq.weight
+    assert abs(w.std().item() - 0.02) < 0.003  # truncated at +-2 absolute, as the reference (so, in effect, not)
+    assert model.blocks[0].attn.wq.bias.abs().sum() == 0
+    assert model.cls_token.std() > 0 and model.tokenizer.w_cls.std() > 0
+    assert torch.all(model.blocks[1].attn.gamma.weight == 1e-4)
