@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sapiens2.detect.pipeline import full_image_box as whole_image_box
 from sapiens2.io.images import read_image
 from sapiens2.keypoints.convert import ConvertedKeypoints, convert_keypoints
 from sapiens2.keypoints.metadata import KeypointSet
@@ -29,7 +30,6 @@ from sapiens2.tasks.topdown import (
     INPUT_SIZE,
     average_flip_heatmaps,
     crop_people,
-    full_image_box,
     heatmaps_to_keypoints,
 )
 from sapiens2.vis.pose import keypoint_set_for
@@ -224,7 +224,7 @@ class Pose:
     def choose_boxes(self, image: np.ndarray, given: Any | None, detected: Any | None) -> tuple[np.ndarray, BoxSource]:
         """The boxes to crop (N x 5) and where they came from: given, detected, or the whole image."""
         h, w = image.shape[:2]
-        whole = np.append(full_image_box((h, w)), 1.0).astype(np.float32)[None]
+        whole = whole_image_box(h, w)
         if given is not None:
             return _as_boxes(given), "given"
         if detected is None:

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
+from ..detect.pipeline import full_image_box as whole_image_box
 from ..keypoints.udp import HEATMAP_SIZE, INPUT_SIZE, udp_decode
 
 __all__ = [
@@ -93,8 +94,7 @@ def box_to_center_scale(
 
 def full_image_box(image_shape: Sequence[int]) -> np.ndarray:
     """The box the reference uses when no person is detected: [0, 0, W-1, H-1]."""
-    h, w = image_shape[:2]
-    return np.array([0, 0, w - 1, h - 1], dtype=np.float32)
+    return whole_image_box(*image_shape[:2])[0, :4]
 
 
 def udp_warp_matrix(
