@@ -107,7 +107,8 @@ def _reject_foreign(backbone: Shapes, head: Shapes, everything: Shapes) -> None:
         raise NotSapiens2Error(f"it has no Sapiens2 patch embedding (`patch_embed.projection.weight`); keys start: {sample}")
 
 
-def _indices(shapes: Shapes, pattern: str) -> list[int]:
+def block_indices(shapes: Shapes, pattern: str) -> list[int]:
+    """The sorted distinct integers captured by `pattern`'s first group across the keys (block numbers)."""
     rx = re.compile(pattern)
     return sorted({int(m.group(1)) for k in shapes if (m := rx.match(k))})
 
@@ -121,7 +122,7 @@ def _first(shapes: Shapes, candidates: Sequence[str]) -> Sequence[int] | None:
 
 def _infer_backbone(s: Shapes) -> BackboneConfig:
     embed, in_ch, patch, _ = s["patch_embed.projection.weight"]
-    blocks = _indices(s, r"blocks\.(\d+)\.")
+    blocks = block_indices(s, r"blocks\.(\d+)\.")
     if not blocks:
         raise NotSapiens2Error("it has a patch embedding but no transformer blocks (`blocks.N.*`)")
     depth = blocks[-1] + 1
@@ -135,7 +136,7 @@ def _infer_backbone(s: Shapes) -> BackboneConfig:
     else:
         raise NotSapiens2Error("its blocks have neither QK-norm weights nor RoPE periods, so the head size is unknown")
     hidden = _first(s, [f"blocks.{i}.ffn.w3.weight" for i in blocks])
-    tok_blocks = _indices(s, r"tokenizer\.blocks\.(\d+)\.")
+    tok_blocks = block_indices(s, r"tokenizer\.blocks\.(\d+)\.")
     storage = s.get("storage_tokens", (1, 8, embed))[1]
     kv_first, kv_last = _grouped_span(s, blocks, depth, embed)
     num_heads = embed // d
@@ -196,7 +197,7 @@ def _infer_task(head: Shapes) -> str:
 def _conv_widths(head: Shapes, prefix: str, transpose: bool = False) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """(out widths, kernel sizes) of the convs `prefix.{i}.weight`, in index order."""
     widths, kernels = [], []
-    for i in _indices(head, re.escape(prefix) + r"\.(\d+)\.weight$"):
+    for i in block_indices(head, re.escape(prefix) + r"\.(\d+)\.weight$"):
         shape = head[f"{prefix}.{i}.weight"]
         if len(shape) != 4:
             continue  # a norm weight inside the same Sequential
@@ -213,12 +214,12 @@ def _infer_head(task: str, head: Shapes, embed: int) -> HeadConfig:
         if task == "pose":
             return PoseHeadConfig(embed, deconv, deconv_k, conv, conv_k, num_keypoints=out)
         return SegHeadConfig(embed, deconv, deconv_k, conv, conv_k, num_classes=out)
-    ups = tuple(head[f"upsample_blocks.{i}.0.weight"][0] // 4 for i in _indices(head, r"upsample_blocks\.(\d+)\.0\.weight"))
+    ups = tuple(head[f"upsample_blocks.{i}.0.weight"][0] // 4 for i in block_indices(head, r"upsample_blocks\.(\d+)\.0\.weight"))
     conv, conv_k = _conv_widths(head, "conv_layers")
     out = head[f"conv_{task}.weight"][0]
     if task != "pointmap":
         return DenseHeadConfig(embed, ups, conv, conv_k, out_channels=out)
     scale_conv, scale_k = _conv_widths(head, "scale_conv_layers")
-    linears = [head[f"scale_final_layer.{i}.weight"] for i in _indices(head, r"scale_final_layer\.(\d+)\.weight")]
+    linears = [head[f"scale_final_layer.{i}.weight"] for i in block_indices(head, r"scale_final_layer\.(\d+)\.weight")]
     mlp = tuple([linears[0][1]] + [w[0] for w in linears]) if linears else (6144, 512, 128, 1)
     return PointmapHeadConfig(embed, ups, conv, conv_k, out, scale_conv, scale_k, mlp)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 
 from torch import nn
 
+from sapiens2.models.layout import block_indices
 from sapiens2.models.sapiens1 import (
     V1_ARCHS,
     Sapiens1Config,
@@ -69,14 +70,9 @@ class V1Layout:
         return official_v1_head_config(arch, self.task, self.keypoints or 308) == self.head
 
 
-def _indices(shapes: Shapes, pattern: str) -> list[int]:
-    rx = re.compile(pattern)
-    return sorted({int(m.group(1)) for k in shapes if (m := rx.match(k))})
-
-
 def _widths(head: Shapes, prefix: str, transpose: bool) -> tuple[int, ...]:
     return tuple(head[f"{prefix}.{i}.weight"][1 if transpose else 0]
-                 for i in _indices(head, re.escape(prefix) + r"\.(\d+)\.weight$"))
+                 for i in block_indices(head, re.escape(prefix) + r"\.(\d+)\.weight$"))
 
 
 def infer_v1_layout(shapes: Shapes, num_heads: int | None = None) -> V1Layout:
@@ -88,7 +84,7 @@ def infer_v1_layout(shapes: Shapes, num_heads: int | None = None) -> V1Layout:
     prefixed = any(k.startswith("backbone.") for k in shapes)
     bb = {k.removeprefix("backbone."): v for k, v in shapes.items() if not prefixed or k.startswith("backbone.")}
     embed, in_ch, patch, _ = bb["patch_embed.projection.weight"]
-    depth = _indices(bb, r"layers\.(\d+)\.")[-1] + 1
+    depth = block_indices(bb, r"layers\.(\d+)\.")[-1] + 1
     hidden = bb.get("layers.0.ffn.layers.0.0.weight", (4 * embed,))[0]
     official = next((a for a in V1_ARCHS.values() if (a.embed_dim, a.depth) == (embed, depth)), None)
     heads = num_heads or (official.num_heads if official else max(1, embed // 64))
@@ -114,8 +110,8 @@ def infer_v1_layout(shapes: Shapes, num_heads: int | None = None) -> V1Layout:
         _widths(head, "deconv_layers", transpose=True),
         _widths(head, "conv_layers", transpose=False),
         head[f"{classifier}.weight"][0],
-        tuple(head[f"deconv_layers.{i}.weight"][-1] for i in _indices(head, r"deconv_layers\.(\d+)\.weight$")),
-        tuple(head[f"conv_layers.{i}.weight"][-1] for i in _indices(head, r"conv_layers\.(\d+)\.weight$")),
+        tuple(head[f"deconv_layers.{i}.weight"][-1] for i in block_indices(head, r"deconv_layers\.(\d+)\.weight$")),
+        tuple(head[f"conv_layers.{i}.weight"][-1] for i in block_indices(head, r"conv_layers\.(\d+)\.weight$")),
     )
     return V1Layout(config, task, cfg)
 
