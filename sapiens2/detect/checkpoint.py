@@ -32,9 +32,9 @@ from sapiens2.checkpoint import CheckpointError, UnsafeCheckpointError  # noqa: 
 from sapiens2.detect.rtmdet import RTMDet, RTMDetConfig, shared_head_keys
 from sapiens2.safe_pickle import (
     convert_to_safetensors,
-    read_pickle_checkpoint,
+    read_pickle_checkpoint,  # noqa: F401 - re-exported by sapiens2.detect
+    read_pickle_state_dict,
     require_nonempty_file,
-    state_dict_from_checkpoint,
 )
 
 _LIST_LIMIT = 12
@@ -70,7 +70,7 @@ def read_detector_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.T
     sibling = path.with_suffix(".safetensors")
     if path.is_file() and sibling.is_file() and sibling.stat().st_mtime >= path.stat().st_mtime:
         return read_safetensors(sibling), sibling
-    return state_dict_from_checkpoint(read_pickle_checkpoint(path), path), path
+    return read_pickle_state_dict(path), path
 
 
 # ---------------------------------------------------------------------------------------------------------
