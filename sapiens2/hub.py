@@ -139,8 +139,8 @@ def load(
         return _load_program(path, allow_code, device, dtype)
     if info is not None and info.task == "detect":
         raise ValueError(f"{info.name} is the person detector: load it with sapiens2.detect.PersonDetector.from_file")
-    shapes, tensors = _open(path, allow_pickle)
-    layout = _layout_for(path, shapes, info)
+    shapes, tensors, hints = _open(path, allow_pickle)
+    layout = _layout_for(path, shapes, info, hints)
     with torch.device("meta"):
         model = layout.build(rope_dtype)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -191,18 +191,24 @@ def _load_program(path: Path, allow_code: bool, device: str | torch.device | Non
 def inspect(name_or_path: str | os.PathLike, allow_pickle: bool = False) -> Layout:
     """What a checkpoint holds (generation, arch, task, head), from its header only."""
     path, _ = resolve(name_or_path)
-    shapes, _ = _open(path, allow_pickle)
+    shapes, _, hints = _open(path, allow_pickle)
     try:
-        return infer_any_layout(shapes)
+        return infer_any_layout(shapes, hints)
     except NotSapiens2Error as e:
         raise CheckpointError(path, f"not a Sapiens checkpoint: {e}") from e
 
 
-def infer_any_layout(shapes: Mapping[str, Sequence[int]]) -> Layout:
-    """The Sapiens v1 or Sapiens2 layout the keys and shapes describe."""
+def infer_any_layout(shapes: Mapping[str, Sequence[int]], hints: Mapping[str, str] | None = None) -> Layout:
+    """The Sapiens v1 or Sapiens2 layout the keys and shapes describe.
+
+    `hints` is the safetensors metadata. Files written by `sapiens2 train` carry `task` and `num_heads`,
+    which a v1 file's shapes cannot tell for a custom width or for a 1- or 3-class segmentation head.
+    """
+    hints = hints or {}
     if looks_like_v1(shapes):
+        heads = hints.get("num_heads", "")
         try:
-            return infer_v1_layout(shapes)
+            return infer_v1_layout(shapes, int(heads) if heads.isdigit() else None, hints.get("task"))
         except (KeyError, IndexError, ValueError) as e:
             raise NotSapiens2Error(f"it looks like Sapiens v1 but its layout is incomplete ({e})") from e
     return infer_layout(shapes)
@@ -217,7 +223,8 @@ def official_layout(info: ModelInfo) -> Layout:
 
 
 def _open(path: Path, allow_pickle: bool):
-    """(key -> shape, a function yielding (key, tensor)) for a safetensors or, when allowed, a pickle file."""
+    """(key -> shape, a function yielding (key, tensor), metadata) for a safetensors or, when allowed, a
+    pickle file (no metadata)."""
     if is_pickle_path(path):
         if not allow_pickle:
             raise UnsafeCheckpointError(
@@ -225,15 +232,16 @@ def _open(path: Path, allow_pickle: bool):
                 "to read it with a weights-only unpickler (tensors and numpy arrays, no code), or use a "
                 ".safetensors file.")
         sd = read_pickle_state_dict(path)
-        return {k: tuple(v.shape) for k, v in sd.items()}, lambda: iter(sd.items())
+        return {k: tuple(v.shape) for k, v in sd.items()}, lambda: iter(sd.items()), {}
     st = SafetensorsFile(path)
-    return st.shapes, st.iter_tensors
+    return st.shapes, st.iter_tensors, st.metadata
 
 
-def _layout_for(path: Path, shapes: Mapping[str, Sequence[int]], info: ModelInfo | None) -> Layout:
+def _layout_for(path: Path, shapes: Mapping[str, Sequence[int]], info: ModelInfo | None,
+                hints: Mapping[str, str] | None = None) -> Layout:
     """The layout to build: the zoo entry's when the file was named as an official model, else the file's own."""
     try:
-        found = infer_any_layout(shapes)
+        found = infer_any_layout(shapes, hints)
     except NotSapiens2Error as e:
         if info is None:
             raise CheckpointError(path, f"not a Sapiens checkpoint: {e}") from e

@@ -75,11 +75,12 @@ def _widths(head: Shapes, prefix: str, transpose: bool) -> tuple[int, ...]:
                  for i in block_indices(head, re.escape(prefix) + r"\.(\d+)\.weight$"))
 
 
-def infer_v1_layout(shapes: Shapes, num_heads: int | None = None) -> V1Layout:
+def infer_v1_layout(shapes: Shapes, num_heads: int | None = None, task: str | None = None) -> V1Layout:
     """The v1 layout of a state dict (bare backbone keys, or `backbone.*` + `head.*` / `decode_head.*`).
 
     The number of attention heads does not show in the shapes: it is taken from the official arch with
-    the same width and depth, or must be given.
+    the same width and depth, or must be given. Nor does the task of a `decode_head` always: its output
+    channels say seg (28), depth (1) or normal (3) unless `task` names one of them.
     """
     prefixed = any(k.startswith("backbone.") for k in shapes)
     bb = {k.removeprefix("backbone."): v for k, v in shapes.items() if not prefixed or k.startswith("backbone.")}
@@ -94,7 +95,9 @@ def infer_v1_layout(shapes: Shapes, num_heads: int | None = None) -> V1Layout:
         task, prefix, classifier = "pose", "head.", "final_layer"
     elif "decode_head.conv_seg.weight" in shapes:
         out = shapes["decode_head.conv_seg.weight"][0]
-        task, prefix, classifier = V1_TASK_BY_CHANNELS.get(out, "seg"), "decode_head.", "conv_seg"
+        if task not in ("seg", "depth", "normal"):
+            task = V1_TASK_BY_CHANNELS.get(out, "seg")
+        prefix, classifier = "decode_head.", "conv_seg"
     else:
         task, prefix, classifier = "pretrain", "", ""
     config = Sapiens1Config(

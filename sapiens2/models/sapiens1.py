@@ -9,11 +9,12 @@ and depth) is not in the weights; it comes with the task.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from sapiens2.models.heads import _conv_units, _deconv_units
 
@@ -45,6 +46,19 @@ V1_ARCHS: dict[str, Sapiens1Config] = {
     "1b": Sapiens1Config(embed_dim=1536, depth=40, num_heads=24),
     "2b": Sapiens1Config(embed_dim=1920, depth=48, num_heads=32),
 }
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, source_grid: tuple[int, int], grid: tuple[int, int],
+                     prefix_tokens: int) -> torch.Tensor:
+    """`pos_embed` (1 x (prefix + gh*gw) x C) without its prefix rows, resized bicubic to `grid` (in float32, as
+    the reference does at other input sizes and when it loads a pretrain checkpoint into a task model)."""
+    patches = pos_embed[:, prefix_tokens:]
+    if tuple(source_grid) == tuple(grid):
+        return patches
+    gh, gw = source_grid
+    x = patches.reshape(1, gh, gw, -1).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=tuple(grid), mode="bicubic", align_corners=False)
+    return x.flatten(2).transpose(1, 2).to(pos_embed.dtype)
 
 
 class _PatchEmbed(nn.Module):
@@ -117,17 +131,29 @@ class Sapiens1Backbone(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + gh * gw, cfg.embed_dim))
         self.layers = nn.ModuleList(_Block(cfg.embed_dim, cfg.num_heads, cfg.hidden) for _ in range(cfg.depth))
         self.ln1 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
+        self.grad_checkpointing = False  # fine-tuning: recompute each layer in the backward pass
+
+    def init_weights(self) -> None:
+        """Random weights for training without a checkpoint, in the ViT convention: truncated normal (std
+        0.02) positions, cls token and linear weights, zero biases, unit LayerNorms."""
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                nn.init.zeros_(p)
+            elif ".ln" in f".{name}" and name.endswith("weight"):
+                nn.init.ones_(p)
+            elif p.ndim == 2 or name in ("pos_embed", "cls_token"):
+                nn.init.trunc_normal_(p, std=0.02)
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """The transformer layers, under the name the Sapiens2 backbone uses (FSDP wraps each one)."""
+        return self.layers
 
     def _positions(self, grid: tuple[int, int]) -> torch.Tensor:
-        pos = self.pos_embed
+        pos, n = self.pos_embed, self.num_prefix_tokens
         if grid == tuple(self.config.pos_grid):
             return pos
-        prefix, patches = pos[:, : self.num_prefix_tokens], pos[:, self.num_prefix_tokens :]
-        gh, gw = self.config.pos_grid
-        patches = patches.reshape(1, gh, gw, -1).permute(0, 3, 1, 2).float()
-        patches = F.interpolate(patches, size=grid, mode="bicubic", align_corners=False)
-        patches = patches.flatten(2).transpose(1, 2).to(pos.dtype)
-        return torch.cat((prefix, patches), dim=1)
+        return torch.cat((pos[:, :n], resize_pos_embed(pos, self.config.pos_grid, grid, n)), dim=1)
 
     def tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
@@ -136,8 +162,9 @@ class Sapiens1Backbone(nn.Module):
         if self.config.with_cls_token:
             x = torch.cat((self.cls_token.expand(x.shape[0], -1, -1), x), dim=1)
         x = x + self._positions(grid)
+        use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.layers:
-            x = layer(x)
+            x = checkpoint(layer, x, use_reentrant=False) if use_ckpt else layer(x)
         return self.ln1(x), grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -148,6 +175,23 @@ class Sapiens1Backbone(nn.Module):
         tokens, (h, w) = self.tokens(x)
         patches = tokens[:, self.num_prefix_tokens :]
         return patches.reshape(patches.shape[0], h, w, -1).permute(0, 3, 1, 2)
+
+
+def task_backbone(backbone: Sapiens1Backbone, task: str, grid: tuple[int, int]) -> Sapiens1Backbone:
+    """The backbone of a v1 `task` model trained on a `grid` of patches, from any v1 backbone: the cls
+    token dropped, positions resized to `grid`, the task's patch-conv padding. This is what the reference
+    does when it fine-tunes from a pretrain checkpoint; a task backbone already in that form is returned
+    as it is."""
+    cfg = backbone.config
+    want = replace(cfg, with_cls_token=False, pos_grid=tuple(grid), patch_padding=v1_patch_padding(task))
+    if want == cfg:
+        return backbone
+    out = Sapiens1Backbone(want).to(backbone.pos_embed.device)
+    state = {k: v for k, v in backbone.state_dict().items() if k not in ("cls_token", "pos_embed")}
+    state["pos_embed"] = resize_pos_embed(backbone.pos_embed.detach(), cfg.pos_grid, grid, backbone.num_prefix_tokens)
+    out.load_state_dict(state, strict=True)
+    out.grad_checkpointing = backbone.grad_checkpointing
+    return out
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,27 @@ def test_export_program_loads_with_opt_in(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
     assert getattr(loaded, "task", None) == "depth"
+
+
+def test_safetensors_metadata_settles_what_v1_shapes_cannot_tell(tmp_path):
+    """A custom-width v1 file does not show its head count, nor a 3-class seg head its task: files that
+    `sapiens2 train` writes carry both in their metadata, and the loader uses them."""
+    from safetensors.torch import save_file
+
+    import sapiens2
+    from sapiens2.models.sapiens1 import Sapiens1Config, V1HeadConfig, build_sapiens1
+
+    torch.manual_seed(0)
+    net = build_sapiens1(Sapiens1Config(32, 2, 4, pos_grid=(4, 3)), "seg", V1HeadConfig(32, (8,), (8,), 3)).eval()
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    plain, tagged = tmp_path / "plain.safetensors", tmp_path / "tagged.safetensors"
+    save_file(state, str(plain))
+    save_file(state, str(tagged), metadata={"task": "seg", "num_heads": "4"})
+    guessed = sapiens2.inspect(plain)
+    assert (guessed.task, guessed.backbone.num_heads) == ("normal", 1)
+    told = sapiens2.inspect(tagged)
+    assert (told.task, told.backbone.num_heads) == ("seg", 4)
+    model = sapiens2.load(tagged)
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net(x), atol=1e-6)
