@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("eval", help="score predictions against ground truth (pose, seg, normal, pointmap, ...)")
-    p.add_argument("task", choices=["pose", "seg", "normal", "pointmap", "albedo", "matting"])
+    p.add_argument("task", choices=["pose", "seg", "normal", "pointmap", "albedo", "matting", "depth"])
     p.add_argument("--gt", required=True, help="COCO keypoint JSON (pose) or a folder of ground-truth maps")
     p.add_argument("--pred", help="COCO results JSON (pose) or a folder of predicted maps")
     p.add_argument("--model", help="pose: predict with this model first (size, name or file)")
@@ -183,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the metrics as JSON here")
     p.add_argument("--max-dets", type=int)
     p.add_argument("--num-classes", type=int)
-    p.add_argument("--align", choices=["none", "scale", "scale_shift"])
-    p.add_argument("--mask", help="folder of masks (normal, pointmap, albedo)")
+    p.add_argument("--align", choices=["none", "scale", "scale_shift", "median"],
+                   help="pointmap: none (default), scale, scale_shift; depth: median (default), scale_shift, none")
+    p.add_argument("--mask", help="folder of masks (normal, pointmap, albedo, depth)")
     p.add_argument("--trimap", help="folder of trimaps (matting)")
     p.set_defaults(func=_cmd_eval)
 

@@ -120,3 +120,52 @@ def test_eval_needs_predictions_or_a_model(tmp_path, capsys):
     _coco_gt(tmp_path)
     assert main(["eval", "pose", "--gt", str(tmp_path / "gt.json")]) == 2
     assert main(["eval", "seg", "--gt", str(tmp_path), "--model", "x"]) == 2
+
+
+def test_eval_pose_with_a_v1_model(tmp_path, capsys):
+    """`eval pose --model` takes a Sapiens v1 COCO-17 model as it takes a Sapiens2 one."""
+    import json
+
+    import cv2
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    from sapiens2.models.sapiens1 import Sapiens1Config, V1HeadConfig, build_sapiens1
+
+    _coco_gt(tmp_path, n_people=1)
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((120, 160, 3), 90, np.uint8))
+    torch.manual_seed(0)
+    net = build_sapiens1(Sapiens1Config(64, 2, 1, patch_padding=2, pos_grid=(4, 3)), "pose",
+                         V1HeadConfig(64, (8, 8), (8,), 17))
+    save_file(net.state_dict(), tmp_path / "v1_pose17.safetensors")
+    code = main(["eval", "pose", "--gt", str(tmp_path / "gt.json"), "--model", str(tmp_path / "v1_pose17.safetensors"),
+                 "--images", str(tmp_path), "--gt-boxes", "--out", str(tmp_path / "m.json")])
+    assert code == 0, capsys.readouterr().err
+    preds = json.loads((tmp_path / "m.predictions.json").read_text())
+    assert len(preds) == 3 and len(preds[0]["keypoints"]) == 17 * 3
+    assert "coco17" in json.loads((tmp_path / "m.json").read_text())["metrics"]
+
+
+def test_eval_seg_28_classes_names_v1_parts_and_depth_runs(tmp_path, capsys):
+    import numpy as np
+
+    for name in ("pred", "gt"):
+        (tmp_path / name).mkdir()
+    labels = np.arange(28, dtype=np.uint8).repeat(4).reshape(8, 14)
+    np.save(tmp_path / "pred" / "a_seg.npy", labels)
+    np.save(tmp_path / "gt" / "a.npy", labels)
+    assert main(["eval", "seg", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "--num-classes", "28"]) == 0
+    out = capsys.readouterr().out
+    assert "Left_Foot" in out and "Eyeglass" not in out and "mIoU" in out
+    (tmp_path / "pred" / "a_seg.npy").unlink()
+    np.save(tmp_path / "pred" / "a_reldepth.npy", np.full((8, 14), 2.0, np.float32))
+    np.save(tmp_path / "gt" / "a.npy", np.full((8, 14), 5.0, np.float32))
+    assert main(["eval", "depth", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt")]) == 0
+    out = capsys.readouterr().out
+    assert "abs_rel" in out and "alignment: median" in out
+    assert main(["eval", "depth", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                 "--align", "scale"]) == 1
+    assert "alignment must be one of" in capsys.readouterr().err

@@ -6,7 +6,9 @@ Inputs (pairs of files or folders, matched by stem, see `readers`):
 - normal / pointmap / albedo: `.npy` / `.npz` maps (albedo also PNG) vs GT maps; masks from a `mask` array in
   the `.npz`, a `mask/` folder beside a `normal/` (`pointmap/`, `albedo/`) folder as in the reference datasets,
   or the `mask=` option (a folder of mask images or arrays);
-- matting: alpha mattes (PNG or .npy, in [0, 1]) vs GT mattes, optional `trimap=` folder.
+- matting: alpha mattes (PNG or .npy, in [0, 1]) vs GT mattes, optional `trimap=` folder;
+- depth (Sapiens v1, relative): `.npy` / `.npz` depth maps (`<stem>_reldepth.npy` as the predictor saves them)
+  vs GT depth, aligned per image first (`align=` "median", "scale_shift" or "none"), masks as for normals.
 The result is a JSON-ready dict: {"task", "metrics", ...}; `format_table` renders it as plain text.
 """
 
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .albedo import AlbedoMetrics
+from .depth import DepthMetrics
 from .matting import MattingMetrics
 from .normals import NormalMetrics
 from .pointmap import PointmapMetrics
@@ -36,7 +39,7 @@ from .readers import (
 )
 from .segmentation import SegmentationMetrics
 
-TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
+TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting", "depth")
 _ALIASES = {"segmentation": "seg", "normals": "normal", "pointmaps": "pointmap", "alpha": "matting"}
 # Array keys tried in .npz files, and the GT sub-folder name of the reference dataset layout.
 _MAP_KEYS = {
@@ -44,6 +47,7 @@ _MAP_KEYS = {
     "pointmap": ("pointmap", "points", "xyz"),
     "albedo": ("albedo",),
     "matting": ("alpha", "matte"),
+    "depth": ("depth", "reldepth"),
 }
 
 _OPTIONS = {
@@ -53,6 +57,7 @@ _OPTIONS = {
     "pointmap": {"mask", "align"},
     "albedo": {"mask", "data_range"},
     "matting": {"trimap"},
+    "depth": {"mask", "align"},
 }
 
 
@@ -61,7 +66,8 @@ def evaluate(task: str, pred: str | Path, gt: str | Path, **options: object) -> 
 
     Options: pose `max_dets` (20), `gt_field` / `pred_field` (keypoint field names); seg `num_classes` (29),
     `ignore_index` (255), `absent` ("zero" as the reference, or "skip"); normal / pointmap / albedo `mask`
-    (folder); pointmap `align` ("none", "scale", "scale_shift"); albedo `data_range`; matting `trimap` (folder).
+    (folder); pointmap `align` ("none", "scale", "scale_shift"); albedo `data_range`; matting `trimap` (folder);
+    depth `mask` (folder) and `align` ("median", "scale_shift", "none").
     Options set to None are treated as not given.
     """
     task = _ALIASES.get(task, task)
@@ -160,13 +166,16 @@ def _dense_samples(task: str, pred: Path, gt: Path, mask: object | None) -> Iter
 
 
 def _evaluate_dense(
-    task: str, pred: Path, gt: Path, mask: object | None = None, align: str = "none", data_range: float | None = None
+    task: str, pred: Path, gt: Path, mask: object | None = None, align: str | None = None,
+    data_range: float | None = None
 ) -> dict:
-    acc: NormalMetrics | PointmapMetrics | AlbedoMetrics
+    acc: NormalMetrics | PointmapMetrics | AlbedoMetrics | DepthMetrics
     if task == "normal":
         acc = NormalMetrics()
     elif task == "pointmap":
-        acc = PointmapMetrics(align)
+        acc = PointmapMetrics(align or "none")
+    elif task == "depth":
+        acc = DepthMetrics(align or "median")
     else:
         acc = AlbedoMetrics(data_range)
     images = 0

@@ -45,8 +45,7 @@ class SegmentationMetrics:
         """aAcc, mIoU, mAcc (percent) and per-class IoU / Acc keyed by class name."""
         if absent not in ("zero", "skip"):
             raise ValueError(f"absent must be 'zero' or 'skip', got {absent!r}")
-        names = class_names or (SEG29_CLASSES if self.num_classes == len(SEG29_CLASSES) else None)
-        names = names or tuple(str(i) for i in range(self.num_classes))
+        names = class_names or default_class_names(self.num_classes)
         inter = np.diag(self.confusion).astype(np.float64)
         gt_area = self.confusion.sum(axis=1).astype(np.float64)
         pred_area = self.confusion.sum(axis=0).astype(np.float64)
@@ -70,6 +69,17 @@ class SegmentationMetrics:
             "Acc": {n: 100.0 * float(v) for n, v in zip(names, acc, strict=True)},
             "pixels": int(total),
         }
+
+
+def default_class_names(num_classes: int) -> tuple[str, ...]:
+    """Sapiens2's 29 body parts, Sapiens v1's 28, or the ids as text for any other class count."""
+    if num_classes == len(SEG29_CLASSES):
+        return SEG29_CLASSES
+    if num_classes == 28:
+        from sapiens2.tasks.seg29 import seg28
+
+        return seg28().names
+    return tuple(str(i) for i in range(num_classes))
 
 
 def segmentation_metrics(

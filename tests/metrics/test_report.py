@@ -147,7 +147,7 @@ def test_empty_masks_are_an_error(tmp_path):
 
 def test_unknown_task_and_option():
     with pytest.raises(ValueError, match="unknown task"):
-        evaluate("depth", "a", "b")
+        evaluate("optical_flow", "a", "b")
     with pytest.raises(ValueError, match="unknown option"):
         evaluate("seg", "a", "b", align="scale")
 
