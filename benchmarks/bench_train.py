@@ -8,6 +8,7 @@ peak allocated GPU memory on CUDA, the peak resident memory on CPU.
     python benchmarks/bench_train.py --task pose --sizes 0.4b,0.8b,1b --precisions bf16,fp32 --batch 4
     python benchmarks/bench_train.py --task seg --sizes 1b --grad-checkpointing
     python benchmarks/bench_train.py --sizes tiny --input 64x48 --steps 2    # a quick smoke run
+    python benchmarks/bench_train.py --task depth --sizes v1-0.3b --precisions fp32   # Sapiens v1 sizes
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, peak_rss_mib, print_table  # noqa: E402
 
-TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
+TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting", "depth")
 TINY_BACKBONE = {"embed_dim": 32, "depth": 2, "num_heads": 2, "ffn_hidden": 64, "n_storage_tokens": 2}
 TINY_HEADS = {
     "pose": {"deconv_channels": [16, 16], "conv_channels": [16], "conv_kernels": [1]},
@@ -33,6 +34,8 @@ TINY_HEADS = {
                  "scale_conv_channels": [8], "scale_conv_kernels": [1], "scale_mlp": [0, 16, 1]},
 }
 DECAY = {"0.1b": 0.8, "0.4b": 0.8, "0.8b": 0.85, "1b": 0.9, "5b": 0.94}
+V1_TINY_BACKBONE = {"embed_dim": 32, "depth": 2, "num_heads": 2}
+V1_TINY_HEAD = {"deconv_channels": [16, 16], "conv_channels": [16]}
 
 
 def _pair(text: str) -> tuple[int, int]:
@@ -44,7 +47,14 @@ def _config(task: str, size: str, input_size: tuple[int, int], batch: int, preci
     from sapiens2.train.config import config_from_dict
 
     model = {"grad_checkpointing": ckpt}
-    if size == "tiny":
+    if size.startswith("v1-"):  # Sapiens v1: v1-0.3b ... v1-2b, or v1-tiny
+        size = size[3:]
+        model["generation"] = 1
+        if size == "tiny":
+            model.update(backbone=V1_TINY_BACKBONE, head=V1_TINY_HEAD)
+        else:
+            model["arch"] = size
+    elif size == "tiny":
         model.update(backbone=TINY_BACKBONE, head=TINY_HEADS.get(task, {
             "upsample_channels": [16, 16, 8, 8], "conv_channels": [8], "conv_kernels": [3]}))
     else:
@@ -69,8 +79,8 @@ def _batch(task: str, b: int, h: int, w: int, keypoints: int, classes: int, devi
     elif task == "pointmap":
         out.update(target=torch.rand(b, 3, h, w, generator=g) + 1, mask=mask, mean_depth=torch.full((b,), 1.5),
                    scale=torch.ones(b), K=torch.tensor([[w, w, w / 2, h / 2]], dtype=torch.float32).expand(b, 4))
-    elif task == "matting":
-        out.update(target=torch.rand(b, 1, h, w, generator=g), mask=mask)
+    elif task in ("matting", "depth"):
+        out.update(target=torch.rand(b, 1, h, w, generator=g) + (task == "depth"), mask=mask)
     else:
         out.update(target=torch.rand(b, 3, h, w, generator=g), mask=mask)
     return {k: v.to(device) for k, v in out.items()}
@@ -86,6 +96,7 @@ def run_one(task: str, size: str, precision: str, batch: int, input_size: tuple[
     cfg = _config(task, size, input_size, batch, precision, ckpt)
     keypoints = 17 if size == "tiny" else 308
     model, _ = tasks.build_network(cfg, keypoints)
+    cfg = tasks.settle_config(cfg, model)
     model.to(dev)
     o = cfg.optim
     groups = param_groups(model.named_parameters(), o.lr, o.weight_decay, o.layer_decay, model.backbone.config.depth)
@@ -120,7 +131,8 @@ def run_one(task: str, size: str, precision: str, batch: int, input_size: tuple[
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="pose", choices=TASKS)
-    ap.add_argument("--sizes", default="0.4b,0.8b,1b,5b", help="comma-separated official sizes, or tiny")
+    ap.add_argument("--sizes", default="0.4b,0.8b,1b,5b",
+                    help="comma-separated official sizes (Sapiens v1: v1-0.3b, ...), or tiny / v1-tiny")
     ap.add_argument("--precisions", default="bf16,fp32")
     ap.add_argument("--batch", type=int, default=1, help="images per step (per GPU)")
     ap.add_argument("--input", type=_pair, default=(1024, 768), help="network input HxW")

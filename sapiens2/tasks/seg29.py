@@ -24,6 +24,13 @@ class SegClasses:
     def __len__(self) -> int:
         return len(self.names)
 
+    @property
+    def flip_pairs(self) -> tuple[tuple[int, int], ...]:
+        """(left id, right id) for every `Left_X` class with a `Right_X`: the labels a horizontal flip swaps."""
+        ids = {n.lower(): i for i, n in enumerate(self.names)}
+        return tuple((i, ids["right_" + n[5:].lower()]) for i, n in enumerate(self.names)
+                     if n.lower().startswith("left_") and "right_" + n[5:].lower() in ids)
+
     def index(self, name: str) -> int:
         """The id of a class name (case-insensitive; '-' and ' ' match '_')."""
         key = name.strip().lower().replace("-", "_").replace(" ", "_")

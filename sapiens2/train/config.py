@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
+TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting", "depth")  # depth: Sapiens v1 only
 
 
 class ConfigError(ValueError):
@@ -62,7 +62,7 @@ class DataConfig:
     input_size: tuple[int, int] = (1024, 768)  # (H, W) of the network input
     num_workers: int = 4
     val_batch_size: int = 4
-    num_classes: int = 29  # seg
+    num_classes: int | None = None  # seg; None: the init checkpoint's seg head, else 29 (Sapiens2) / 28 (v1)
     augment: bool = True  # False: only the deterministic resize / crop / target steps
     max_val_samples: int | None = None
 
@@ -74,11 +74,15 @@ class ModelConfig:
     `init` is an official name, hub id or file read with `sapiens2.load`: a pretrain checkpoint gives the
     backbone, a task checkpoint of the same task and head gives the whole model (otherwise its backbone).
     `head` overrides head widths (the fields of the task's head config, e.g. `deconv_channels`).
+    `generation` 1 fine-tunes a Sapiens v1 network (`arch` 0.3b / 0.6b / 1b / 2b; pose, seg, normal, depth);
+    None takes it from `init`, else 2. `allow_pickle` lets `init` be an original `.pth` (read weights-only).
     """
 
     arch: str | None = None
     backbone: dict[str, Any] | None = None
     init: str | None = None
+    generation: Literal[1, 2] | None = None
+    allow_pickle: bool = False
     head: dict[str, Any] = field(default_factory=dict)
     grad_checkpointing: bool = False
     freeze_backbone: bool = False
@@ -118,7 +122,7 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
-    task: Literal["pose", "seg", "normal", "pointmap", "albedo", "matting"]
+    task: Literal["pose", "seg", "normal", "pointmap", "albedo", "matting", "depth"]
     model: ModelConfig
     data: DataConfig
     train: RunConfig
@@ -177,29 +181,31 @@ def apply_override(data: dict[str, Any], item: str) -> None:
 
 def check_config(cfg: TrainConfig) -> None:
     """Rules that span fields: ranges, and the task tables validated against the task's dataclasses."""
-    from sapiens2.train import tasks  # the task tables live with the tasks
-
     m = cfg.model
     if m.arch is None and m.backbone is None and m.init is None:
         raise ConfigError("model", "give `arch` (an official size), a `backbone` table, or `init` (a checkpoint)")
     if m.arch is not None and m.backbone is not None:
         raise ConfigError("model.backbone", "give either `arch` or a custom `backbone` table, not both")
-    if m.arch is not None:
+    if m.generation == 1:
+        from sapiens2.train.v1 import check_v1_model
+
+        check_v1_model(cfg)
+    elif m.generation == 2 or m.init is None:
+        check_sapiens2_model(cfg)
+    elif m.arch is not None:  # the generation comes from `init`; the arch must be one of either
         from sapiens2.models import ARCHS
+        from sapiens2.models.sapiens1 import V1_ARCHS
 
-        if m.arch not in ARCHS:
-            raise ConfigError("model.arch", f"unknown arch {m.arch!r}; expected one of {', '.join(ARCHS)}")
-    if m.backbone is not None:
-        from sapiens2.models import BackboneConfig
+        if m.arch not in ARCHS and m.arch not in V1_ARCHS:
+            raise ConfigError("model.arch", f"unknown arch {m.arch!r}; expected one of {', '.join(ARCHS)} "
+                              f"(Sapiens2) or {', '.join(V1_ARCHS)} (v1)")
+    from sapiens2.train import tasks  # the task tables live with the tasks
 
-        from_dict(BackboneConfig, m.backbone, "model.backbone")
     spec = tasks.TASK_SPECS[cfg.task]
-    if "in_channels" in m.head:
-        raise ConfigError("model.head.in_channels", "is the backbone width; it cannot be set")
-    if spec.head_config is not None:
-        from_dict(spec.head_config, {"in_channels": 1, **m.head}, "model.head")
     from_dict(spec.loss_config, cfg.loss, "loss")
     from_dict(spec.augment_config, cfg.augment, "augment")
+    if cfg.data.num_classes is not None and not 1 <= cfg.data.num_classes <= 255:
+        raise ConfigError("data.num_classes", f"must be in [1, 255] (255 marks ignored pixels), got {cfg.data.num_classes}")
 
     h, w = cfg.data.input_size
     if h <= 0 or w <= 0 or h % 16 or w % 16:
@@ -240,6 +246,27 @@ def check_config(cfg: TrainConfig) -> None:
         raise ConfigError("optim.min_lr", f"must be in [0, lr={o.lr}], got {o.min_lr}")
     if o.clip_grad is not None and o.clip_grad < 0:
         raise ConfigError("optim.clip_grad", f"must be >= 0 (0 turns clipping off), got {o.clip_grad}")
+
+
+def check_sapiens2_model(cfg: TrainConfig) -> None:
+    """`model.arch`, `model.backbone` and `model.head` against the Sapiens2 networks."""
+    from sapiens2.models import ARCHS, BackboneConfig
+    from sapiens2.models.sapiens1 import V1_ARCHS
+    from sapiens2.train import tasks
+
+    m = cfg.model
+    if cfg.task == "depth":
+        raise ConfigError("task", "depth is a Sapiens v1 task: set model.generation = 1 (or init from a v1 checkpoint)")
+    if m.arch is not None and m.arch not in ARCHS:
+        hint = "; it is a Sapiens v1 size: set model.generation = 1" if m.arch in V1_ARCHS else ""
+        raise ConfigError("model.arch", f"unknown arch {m.arch!r}; expected one of {', '.join(ARCHS)}{hint}")
+    if m.backbone is not None:
+        from_dict(BackboneConfig, m.backbone, "model.backbone")
+    spec = tasks.TASK_SPECS[cfg.task]
+    if "in_channels" in m.head:
+        raise ConfigError("model.head.in_channels", "is the backbone width; it cannot be set")
+    if spec.head_config is not None:
+        from_dict(spec.head_config, {"in_channels": 1, **m.head}, "model.head")
 
 
 def _positive(name: str, value: float) -> None:

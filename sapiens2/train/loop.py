@@ -109,6 +109,7 @@ class Trainer:
 
         seed_everything(run.seed)  # the same initial weights on every process (FSDP shards them as they are)
         model, self.init_note = tasks.build_network(cfg, outputs)
+        self.cfg = cfg = tasks.settle_config(cfg, model)
         seed_everything(run.seed + info.rank)
         model.to(self.device)
         self.parallel = choose_parallel(run.parallel, info)
@@ -247,12 +248,17 @@ class Trainer:
             f"{self.logger.eta(self.step)}{mem}")
         self.logger.scalars("train", self.step, mean)
 
+    def weights_metadata(self) -> dict[str, str]:
+        """What the weights' shapes cannot tell `sapiens2.load`: the task, and the attention heads of a custom
+        width (v1)."""
+        return {"task": self.cfg.task, "num_heads": str(self.net.backbone.config.num_heads)}
+
     def save(self) -> Path:
         run = self.cfg.train
         extra = {"samples_seen_per_rank": self.step * run.batch_size, "task": self.cfg.task,
                  "config": dump_toml(to_dict(self.cfg))}
         path = save_checkpoint(self.work_dir / "checkpoints", self.step, self.model, self.optimizer, self.scheduler,
-                               self.info, extra, keep=run.keep_checkpoints, metadata={"task": self.cfg.task})
+                               self.info, extra, keep=run.keep_checkpoints, metadata=self.weights_metadata())
         self.logger.write(f"checkpoint: {path}")
         return path
 

@@ -70,6 +70,11 @@ class AlbedoLoss:
 
 
 @dataclass
+class DepthLoss:
+    silog: float = 1.0  # Sapiens v1 trained relative depth with the scale-invariant log loss
+
+
+@dataclass
 class MattingLoss:
     l1: float = 1.0
     grad: float = 1.0
@@ -175,6 +180,18 @@ class MattingCriterion(nn.Module):
         return res
 
 
+class DepthCriterion(nn.Module):
+    """Sapiens v1 relative depth: SiLog between the prediction (resized to the target) and the GT depth."""
+
+    def __init__(self, w: DepthLoss) -> None:
+        super().__init__()
+        self.silog = L.SiLogLoss(w.silog) if w.silog else None
+
+    def forward(self, out: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        pred = L.match_size(out.float(), batch["target"])
+        return {"loss_silog": self.silog(pred[:, 0], batch["target"][:, 0], batch["mask"])} if self.silog else {}
+
+
 class PointmapCriterion(nn.Module):
     def __init__(self, w: PointmapLoss) -> None:
         super().__init__()
@@ -217,17 +234,18 @@ def _flat(metrics: dict) -> dict[str, float]:
 
 
 class DenseEvaluator:
-    """normal / pointmap / albedo / matting at the network resolution, over each sample's mask."""
+    """normal / pointmap / albedo / matting / depth at the network resolution, over each sample's mask."""
 
     def __init__(self, task: str) -> None:
         from sapiens2.metrics.albedo import AlbedoMetrics
+        from sapiens2.metrics.depth import DepthMetrics
         from sapiens2.metrics.matting import MattingMetrics
         from sapiens2.metrics.normals import NormalMetrics
         from sapiens2.metrics.pointmap import PointmapMetrics
 
         self.task = task
         self.metrics = {"normal": NormalMetrics, "pointmap": PointmapMetrics, "albedo": AlbedoMetrics,
-                        "matting": MattingMetrics}[task]()
+                        "matting": MattingMetrics, "depth": DepthMetrics}[task]()
 
     def update(self, out: Any, batch: dict) -> None:
         pred = out[0] if isinstance(out, tuple) else out
@@ -239,7 +257,7 @@ class DenseEvaluator:
                 continue
             if self.task == "matting":
                 self.metrics.update(p[..., 3], g[..., 0])
-            elif self.task == "albedo":
+            elif self.task in ("albedo", "depth"):
                 self.metrics.update(p, g, m)
             else:
                 self.metrics.update(p, np.where(m[..., None], g, 0), m)
@@ -319,6 +337,7 @@ TASK_SPECS: dict[str, TaskSpec] = {
     "pointmap": TaskSpec("pointmap", PointmapHeadConfig, PointmapLoss, T.PointmapAugment, "pointmap"),
     "albedo": TaskSpec("albedo", DenseHeadConfig, AlbedoLoss, T.AlbedoAugment, "albedo"),
     "matting": TaskSpec("matting", DenseHeadConfig, MattingLoss, T.MattingAugment, "matting"),
+    "depth": TaskSpec("depth", None, DepthLoss, T.DepthAugment, "depth"),  # Sapiens v1 only
 }
 
 
@@ -330,7 +349,7 @@ def build_criterion(cfg: TrainConfig) -> nn.Module:
     if cfg.task == "seg":
         return SegCriterion(w, cfg.data.num_classes)
     return {"normal": NormalCriterion, "pointmap": PointmapCriterion, "albedo": AlbedoCriterion,
-            "matting": MattingCriterion}[cfg.task](w)
+            "matting": MattingCriterion, "depth": DepthCriterion}[cfg.task](w)
 
 
 def build_transform(cfg: TrainConfig, source: Any, train: bool) -> Callable:
@@ -341,7 +360,8 @@ def build_transform(cfg: TrainConfig, source: Any, train: bool) -> Callable:
         return T.PoseTransform(size, source.layout(), params, train=train, augment=cfg.data.augment)
     if cfg.task == "seg":
         return T.SegTransform(size, cfg.data.num_classes, params, train=train, augment=cfg.data.augment)
-    return T.DenseTransform(cfg.task, size, params, train=train, augment=cfg.data.augment)
+    return T.DenseTransform(cfg.task, size, params, train=train, augment=cfg.data.augment,
+                            stretch=cfg.model.generation == 1)
 
 
 def build_evaluator(cfg: TrainConfig, source: Any):
@@ -357,8 +377,8 @@ def build_evaluator(cfg: TrainConfig, source: Any):
 
 def head_config(cfg: TrainConfig, embed_dim: int, arch: str | None, outputs: int | None) -> Any:
     """The head config: official widths for an official arch (the dataclass defaults otherwise), the
-    `model.head` overrides, the data's keypoint / class count, and for pointmaps a scale MLP sized to the
-    input."""
+    `model.head` overrides, the data's keypoint / class count (`outputs`: the keypoints, or the init
+    checkpoint's classes), and for pointmaps a scale MLP sized to the input."""
     from sapiens2.models import official_head_config
     from sapiens2.models.build import MATTING_CHANNELS
 
@@ -371,8 +391,8 @@ def head_config(cfg: TrainConfig, embed_dim: int, arch: str | None, outputs: int
     overrides["in_channels"] = embed_dim
     if cfg.task == "pose" and outputs is not None and "num_keypoints" not in cfg.model.head:
         overrides["num_keypoints"] = outputs
-    if cfg.task == "seg" and "num_classes" not in cfg.model.head:
-        overrides["num_classes"] = cfg.data.num_classes
+    if cfg.task == "seg" and "num_classes" not in cfg.model.head and (cfg.data.num_classes or outputs):
+        overrides["num_classes"] = cfg.data.num_classes or outputs
     head = from_dict(type(base), overrides, "model.head")
     if cfg.task == "pointmap":  # the scale MLP's input width follows from the input size
         h, w = cfg.data.input_size
@@ -383,24 +403,61 @@ def head_config(cfg: TrainConfig, embed_dim: int, arch: str | None, outputs: int
     return head
 
 
+def load_init(cfg: TrainConfig) -> nn.Module:
+    """`model.init` through `sapiens2.load`, its errors as `ConfigError`s on that field."""
+    import sapiens2
+    from sapiens2.checkpoint import UnsafeCheckpointError
+
+    m = cfg.model
+    rope = torch.float32 if m.rope_dtype == "float32" else torch.bfloat16
+    try:
+        return sapiens2.load(m.init, rope_dtype=rope, allow_pickle=m.allow_pickle)
+    except UnsafeCheckpointError as e:
+        raise ConfigError("model.init", f"{e} In a training config: set model.allow_pickle = true "
+                          "(or convert the file once with `sapiens2 convert`).") from None
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError("model.init", str(e)) from None
+
+
+def generation_of(model: nn.Module) -> int:
+    from sapiens2.models.sapiens1 import Sapiens1Backbone, Sapiens1TaskModel
+
+    return 1 if isinstance(model, (Sapiens1Backbone, Sapiens1TaskModel)) else 2
+
+
 def build_network(cfg: TrainConfig, outputs: int | None = None) -> tuple[nn.Module, str]:
     """The network to fine-tune, and a line saying where its weights came from.
 
     `model.init` goes through `sapiens2.load`: its backbone is always used; its head too when it is a
-    checkpoint of the same task with the same head shapes.
+    checkpoint of the same task with the same head shapes. A Sapiens v1 checkpoint (or `model.generation =
+    1`) builds a v1 network (`sapiens2.train.v1`).
     """
-    import sapiens2
-    from sapiens2.models import ARCHS, BackboneConfig, Sapiens2TaskModel, build_backbone, build_head
+    m = cfg.model
+    loaded = load_init(cfg) if m.init else None
+    generation = m.generation or 2
+    if loaded is not None:
+        generation = generation_of(loaded)
+        if m.generation is not None and m.generation != generation:
+            names = {1: "Sapiens v1", 2: "Sapiens2"}
+            raise ConfigError("model.init", f"{m.init} is a {names[generation]} checkpoint, but model.generation "
+                              f"= {m.generation} asks for {names[m.generation]}")
+    if generation == 1:
+        from sapiens2.train.v1 import build_v1_network
 
+        return build_v1_network(cfg, outputs, loaded)
+    return _build_sapiens2_network(cfg, outputs, loaded)
+
+
+def _build_sapiens2_network(cfg: TrainConfig, outputs: int | None, loaded: nn.Module | None) -> tuple[nn.Module, str]:
+    from sapiens2.models import ARCHS, BackboneConfig, Sapiens2TaskModel, build_backbone, build_head
+    from sapiens2.train.config import check_sapiens2_model
+
+    check_sapiens2_model(cfg)
     m = cfg.model
     spec = TASK_SPECS[cfg.task]
     rope = torch.float32 if m.rope_dtype == "float32" else torch.bfloat16
     loaded_head, loaded_task = None, None
-    if m.init:
-        try:
-            loaded = sapiens2.load(m.init, rope_dtype=rope)
-        except (FileNotFoundError, ValueError) as e:
-            raise ConfigError("model.init", str(e)) from None
+    if loaded is not None:
         backbone = loaded.backbone if isinstance(loaded, Sapiens2TaskModel) else loaded
         if isinstance(loaded, Sapiens2TaskModel):
             loaded_head, loaded_task = loaded.decode_head, loaded.task
@@ -414,11 +471,11 @@ def build_network(cfg: TrainConfig, outputs: int | None = None) -> tuple[nn.Modu
         source = "random init (no model.init)"
     bcfg = backbone.config
     arch = next((name for name, a in ARCHS.items() if replace(a, rope_dtype=rope) == replace(bcfg, rope_dtype=rope)), None)
+    if cfg.task == "seg" and loaded_task == "seg":
+        outputs = loaded_head.conv_seg.out_channels
     head = build_head(spec.model_task, head_config(cfg, bcfg.embed_dim, arch, outputs))
     if loaded_head is not None and loaded_task == spec.model_task:
-        mine = {k: v.shape for k, v in head.state_dict().items()}
-        theirs = {k: v.shape for k, v in loaded_head.state_dict().items()}
-        if mine == theirs:
+        if same_shapes(head, loaded_head):
             head = loaded_head
             source = f"backbone and head from {m.init}"
         else:
@@ -428,3 +485,18 @@ def build_network(cfg: TrainConfig, outputs: int | None = None) -> tuple[nn.Modu
     if m.freeze_backbone:
         backbone.requires_grad_(False)
     return model.train(), source
+
+
+def same_shapes(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two modules have the same state-dict keys and shapes (a loaded head can then be kept)."""
+    return {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+
+
+def settle_config(cfg: TrainConfig, model: nn.Module) -> TrainConfig:
+    """`cfg` with what building the network decided written in: the generation and, for seg, the class
+    count of the head (so the loss, transforms, metrics and the saved config.toml agree with it)."""
+    model_cfg = replace(cfg.model, generation=generation_of(model))
+    data = cfg.data
+    if cfg.task == "seg":
+        data = replace(data, num_classes=model.decode_head.conv_seg.out_channels)
+    return replace(cfg, model=model_cfg, data=data)

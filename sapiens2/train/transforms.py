@@ -27,7 +27,6 @@ from sapiens2.tasks.topdown import (
     udp_warp_matrix,
 )
 
-SEG29_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((5, 14), (6, 15), (7, 16), (8, 17), (9, 18), (10, 19), (11, 20), (12, 21))
 IGNORE = 255
 _INTERPOLATIONS = (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_LANCZOS4)
 
@@ -71,7 +70,7 @@ class SegAugment:
     rotate_p: float = 0.5
     rotate_degrees: float = 60.0
     flip_p: float = 0.5
-    flip_pairs: list[tuple[int, int]] | None = None  # None: the 29-class L/R swaps
+    flip_pairs: list[tuple[int, int]] | None = None  # None: the L/R swaps of the 29 or 28 body parts, else none
     photometric_p: float = 1.0
     min_foreground: float = 0.01  # drop samples with fewer labelled non-background pixels
 
@@ -108,6 +107,11 @@ class NormalAugment(DenseAugment):
 class PointmapAugment(DenseAugment):
     canonical_focal: float | None = None  # None: the input width (768 at the official 1024 x 768)
     min_depth: float = 0.04  # reject samples whose nearest canonical Z is closer
+
+
+@dataclass
+class DepthAugment(DenseAugment):
+    """Sapiens v1 relative depth (no released recipe: the shared dense defaults)."""
 
 
 @dataclass
@@ -311,6 +315,17 @@ class PoseTransform:
 # ------------------------------------------------------------------------------------ segmentation
 
 
+def default_flip_pairs(num_classes: int) -> tuple[tuple[int, int], ...]:
+    """The left/right label swaps of Sapiens2's 29 or v1's 28 body parts. Other class sets have no known
+    sides: nothing is swapped (set `augment.flip_pairs` for them)."""
+    from sapiens2.tasks.seg29 import seg28, seg29
+
+    for classes in (seg29(), seg28()):
+        if len(classes) == num_classes:
+            return classes.flip_pairs
+    return ()
+
+
 class SegTransform:
     """Background swap, random resize and crop, blur, noise, rotation, flip with L/R label swaps, colour
     jitter, then a stretch to the input size (training); the stretch alone for validation."""
@@ -322,7 +337,7 @@ class SegTransform:
         self.p = params or SegAugment()
         self.train = train
         self.augment = augment and train
-        pairs = self.p.flip_pairs if self.p.flip_pairs is not None else SEG29_FLIP_PAIRS
+        pairs = self.p.flip_pairs if self.p.flip_pairs is not None else default_flip_pairs(num_classes)
         self.flip_lut = np.arange(256, dtype=np.uint8)
         for a, b in pairs:
             self.flip_lut[a], self.flip_lut[b] = b, a
@@ -432,21 +447,28 @@ def _resize_maps(s: dict, size: tuple[int, int], target_interp: int) -> None:
 
 
 class DenseTransform:
-    """Normals, pointmap, albedo and matting: scale, continuous crop, flip, fit-and-pad resize, pixel noise
-    and the task's target (unit normals; canonical points with intrinsics; albedo in [0, 1]; alpha)."""
+    """Normals, pointmap, albedo, matting and (v1) depth: scale, continuous crop, flip, resize to the input,
+    pixel noise and the task's target (unit normals; canonical points with intrinsics; albedo in [0, 1];
+    alpha; depth as it is).
+
+    `stretch=False` fits the image into the input keeping its aspect and pads (Sapiens2, whose predictors
+    do the same); `stretch=True` resizes it to the input size (Sapiens v1, whose predictors stretch)."""
 
     TARGET_INTERP = {"normal": cv2.INTER_NEAREST, "pointmap": cv2.INTER_NEAREST, "albedo": cv2.INTER_LINEAR,
-                     "matting": cv2.INTER_LINEAR}
+                     "matting": cv2.INTER_LINEAR, "depth": cv2.INTER_NEAREST}
 
     def __init__(self, task: str, input_size: tuple[int, int], params: DenseAugment | None = None,
-                 train: bool = True, augment: bool = True) -> None:
+                 train: bool = True, augment: bool = True, stretch: bool = False) -> None:
         self.task = task
         self.h, self.w = input_size
         defaults = {"normal": NormalAugment, "pointmap": PointmapAugment, "albedo": AlbedoAugment,
-                    "matting": MattingAugment}
+                    "matting": MattingAugment, "depth": DepthAugment}
         self.p = params or defaults[task]()
         self.train = train
         self.augment = augment and train
+        self.stretch = stretch
+        if stretch and task == "pointmap":
+            raise ValueError("pointmap targets keep the image's aspect: stretch is for the Sapiens v1 tasks")
         self.interp = self.TARGET_INTERP[task]
 
     def __call__(self, s: dict, rng: np.random.Generator) -> dict | None:
@@ -465,7 +487,10 @@ class DenseTransform:
                 self._crop(s, rng)
             if rng.random() < p.flip_p:
                 self._flip(s)
-        offset, factor = self._fit_pad(s)
+        if self.stretch:
+            _resize_maps(s, (self.w, self.h), self.interp)
+        else:
+            self._fit_pad(s)
         if self.augment:
             if rng.random() < p.blur_p:
                 s["image"] = gaussian_blur(s["image"], rng)

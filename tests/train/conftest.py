@@ -76,7 +76,7 @@ def make_seg_data(root: Path, n: int = 2, seed: int = 0) -> Path:
 
 def make_dense_data(task: str, root: Path, n: int = 2, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
-    target_dir = {"normal": "normal", "pointmap": "depth", "albedo": "albedo", "matting": "alpha"}[task]
+    target_dir = {"normal": "normal", "pointmap": "depth", "albedo": "albedo", "matting": "alpha", "depth": "depth"}[task]
     for d in ("rgb", "mask", target_dir):
         (root / d).mkdir(parents=True, exist_ok=True)
     mask = _blob_mask()
@@ -89,6 +89,10 @@ def make_dense_data(task: str, root: Path, n: int = 2, seed: int = 0) -> Path:
             nrm /= np.linalg.norm(nrm, axis=-1, keepdims=True)
             nrm[0, 0] = np.nan  # NaN normals are masked out
             np.save(root / "normal" / f"f{i}.npy", nrm.astype(np.float32))
+        elif task == "depth":  # relative depth: any positive scale
+            depth = (5.0 + np.sin(xx / 10 + i) + 0.05 * yy).astype(np.float32)
+            depth[1, 1] = 0  # no depth there: masked out
+            np.save(root / "depth" / f"f{i}.npy", depth)
         elif task == "pointmap":
             np.save(root / "depth" / f"f{i}.npy", (2.0 + 0.3 * np.sin(xx / 10 + i) + 0.01 * yy).astype(np.float32))
             (root / "camera_intrinsics").mkdir(exist_ok=True)
@@ -141,6 +145,19 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+V1_TASKS = ("pose", "seg", "normal", "depth")
+V1_TINY_BACKBONE = {"embed_dim": 32, "depth": 2, "num_heads": 2}
+V1_TINY_HEAD = {"deconv_channels": [16, 16], "conv_channels": [16]}
+
+
+def tiny_v1_config(task: str, work_dir: Path, data: dict, **train) -> dict:
+    """`tiny_config` with a tiny Sapiens v1 network (v1 heads: x2 deconvs, then 1x1 convs)."""
+    cfg = tiny_config("normal" if task == "depth" else task, work_dir, data, **train)
+    cfg["task"] = task
+    cfg["model"] = {"generation": 1, "backbone": dict(V1_TINY_BACKBONE), "head": dict(V1_TINY_HEAD)}
+    return cfg
+
+
 def cfg_iters(train: dict) -> int:
     return train.get("num_iters", 20)
 
@@ -153,5 +170,17 @@ def tiny(tmp_path: Path):
     def make(task: str, n: int = 2, **train) -> object:
         data = make_data(task, tmp_path / f"data_{task}", n)
         return config_from_dict(tiny_config(task, tmp_path / f"run_{task}", data, **train))
+
+    return make
+
+
+@pytest.fixture
+def tiny_v1(tmp_path: Path):
+    """tiny_v1(task, **train_overrides) -> a validated TrainConfig of a tiny Sapiens v1 network."""
+    from sapiens2.train.config import config_from_dict
+
+    def make(task: str, n: int = 2, **train) -> object:
+        data = make_data(task, tmp_path / f"data_{task}", n)
+        return config_from_dict(tiny_v1_config(task, tmp_path / f"run_v1_{task}", data, **train))
 
     return make

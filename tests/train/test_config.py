@@ -14,7 +14,7 @@ from sapiens2.train.config import ConfigError, config_from_dict, dump_toml, load
 from .conftest import tiny_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-TASK_DIRS = ("pose", "seg", "normal", "pointmap", "albedo", "matting", "tiny")
+TASK_DIRS = ("pose", "seg", "normal", "pointmap", "albedo", "matting", "tiny", "v1")
 
 
 def _base(tmp_path: Path) -> dict:
@@ -40,7 +40,8 @@ def _error(data: dict) -> ConfigError:
     (lambda d: d["model"]["backbone"].update(depth="two"), "model.backbone.depth", "expected an integer"),
     (lambda d: d.update(loss={"dice": "yes"}), "loss.dice", "expected a number"),
     (lambda d: d.update(augment={"flip_p": True}), "augment.flip_p", "expected a number"),
-    (lambda d: d.update(task="depth"), "task", "must be one of"),
+    (lambda d: d.update(task="depthmap"), "task", "must be one of"),
+    (lambda d: d.update(task="depth"), "task", "depth is a Sapiens v1 task"),
     (lambda d: d["optim"].update(warmup_iters=20), "optim.warmup_iters", "leaves no decay"),
     (lambda d: d["model"].update(arch="3b", backbone=None) or d["model"].pop("backbone"), "model.arch", "unknown arch"),
 ])

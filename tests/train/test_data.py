@@ -138,3 +138,40 @@ def test_missing_folder_names_the_field(tmp_path):
     with pytest.raises(ConfigError) as e:
         DenseFolder("normal", DatasetConfig(root=str(tmp_path)), "data.train[0]")
     assert e.value.field == "data.train[0].images"
+
+
+def _coco_json(path, parts: dict[str, int]) -> None:
+    """One person whose annotation has each field of `parts` with that many labelled points."""
+    import json
+
+    rng = np.random.default_rng(0)
+    ann = {"id": 1, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [5, 5, 30, 60], "area": 1800.0}
+    for field, n in parts.items():
+        kp = np.concatenate([rng.uniform(5, 35, (n, 2)), np.full((n, 1), 2.0)], 1)
+        ann[field] = kp.ravel().tolist()
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 70}],
+                                "annotations": [ann]}))
+
+
+@pytest.mark.parametrize("parts, count, kset", [
+    ({"keypoints": 17}, 17, "coco17"),
+    ({"keypoints": 17, "foot_kpts": 6, "face_kpts": 68, "lefthand_kpts": 21, "righthand_kpts": 21}, 133,
+     "coco_wholebody133"),
+])
+def test_coco17_and_wholebody_sources_use_their_own_metadata(tmp_path, parts, count, kset):
+    """Sapiens v1's COCO-17 and COCO-WholeBody-133 labels: WholeBody's five fields are joined in its order,
+    and flips, half-body groups and OKS sigmas come from that set's metadata."""
+    import sapiens2.keypoints as K
+
+    _coco_json(tmp_path / "train.json", parts)
+    src = CocoKeypoints(DatasetConfig(root=str(tmp_path), annotations="train.json"))
+    meta = getattr(K, kset)()
+    assert src.num_keypoints == count and src.samples[0]["keypoints"].shape == (count, 2)
+    layout = src.layout()
+    assert layout.flip_indices == tuple(meta.flip_indices)
+    assert np.allclose(src.sigmas(), meta.sigmas)
+    if count == 133:  # the face points follow the 17 body and 6 foot points
+        import json
+
+        face = np.asarray(json.loads((tmp_path / "train.json").read_text())["annotations"][0]["face_kpts"]).reshape(-1, 3)
+        assert np.allclose(src.samples[0]["keypoints"][23:91], face[:, :2])

@@ -16,7 +16,7 @@ import sapiens2
 from sapiens2.train.config import dump_toml
 from sapiens2.train.logger import read_csv_log
 
-from .conftest import make_data, tiny_config
+from .conftest import make_data, tiny_config, tiny_v1_config
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -73,3 +73,18 @@ def test_fsdp_resumes(runs, tmp_path):
     assert "resumed from" in proc.stderr and "at step 3" in proc.stderr
     rows = read_csv_log(work / "train_log.csv")
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+
+
+def test_fsdp_shards_a_v1_model(tmp_path):
+    if not torch.distributed.is_available():
+        pytest.skip("torch.distributed is not available")
+    data = make_data("normal", tmp_path / "data", n=4)
+    cfg = tiny_v1_config("normal", tmp_path / "v1", data, num_iters=2, save_every=2, parallel="fsdp")
+    path = tmp_path / "v1.toml"
+    path.write_text(dump_toml(cfg))
+    proc = _torchrun(path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 process(es) on cpu, fsdp" in proc.stderr
+    model = sapiens2.load(tmp_path / "v1" / "model.safetensors")
+    assert type(model).__name__ == "Sapiens1TaskModel" and model.task == "normal"
+    assert model(torch.randn(1, 3, 64, 48)).shape[1] == 3

@@ -5,7 +5,8 @@ seg: `images/<stem>.<ext>` + `labels/<stem>.png` (palette, grey or dome29-colour
 normal / albedo / matting / pointmap: `rgb/<stem>.*` (images), `mask/<stem>.*` (optional; channel 0 > 0
 is valid) and the target folder: `normal/` (.npy / .npz H x W x 3), `albedo/` (8-bit PNG, RGB / 255, or
 .npy), `alpha/` (PNG / .npy in [0, 1]), or for pointmaps `depth/` (.npy H x W metric Z) with
-`camera_intrinsics/<stem>.txt` (3 x 3). Samples are the stems present in every folder used.
+`camera_intrinsics/<stem>.txt` (3 x 3), or for v1 relative depth `depth/` (.npy H x W, any positive scale).
+Samples are the stems present in every folder used.
 NaN targets are masked out.
 """
 
@@ -20,8 +21,9 @@ from sapiens2.metrics.readers import read_label_map, read_map, read_mask
 from sapiens2.train.config import ConfigError, DatasetConfig
 from sapiens2.train.datasets.base import SampleSource
 
-TARGET_DIRS = {"normal": "normal", "pointmap": "depth", "albedo": "albedo", "matting": "alpha"}
-TARGET_KEYS = {"normal": ("normal",), "pointmap": ("depth",), "albedo": ("albedo",), "matting": ("alpha",)}
+TARGET_DIRS = {"normal": "normal", "pointmap": "depth", "albedo": "albedo", "matting": "alpha", "depth": "depth"}
+TARGET_KEYS = {"normal": ("normal",), "pointmap": ("depth",), "albedo": ("albedo",), "matting": ("alpha",),
+               "depth": ("depth",)}
 ARRAYS = (".npy", ".npz")
 IGNORE = 255
 
@@ -77,7 +79,7 @@ class DenseFolder(SampleSource):
         self.task = task
         root = Path(cfg.root)
         images = _index(_under(root, cfg.images or "rgb"), tuple(IMAGE_EXTENSIONS), f"{where}.images")
-        target_exts = ARRAYS if task in ("normal", "pointmap") else (*ARRAYS, ".png", ".jpg", ".jpeg", ".tif", ".tiff")
+        target_exts = ARRAYS if task in ("normal", "pointmap", "depth") else (*ARRAYS, ".png", ".jpg", ".jpeg", ".tif", ".tiff")
         targets = _index(_under(root, cfg.target or TARGET_DIRS[task]), target_exts, f"{where}.target")
         stems = images.keys() & targets.keys()
         self.masks: dict[str, Path] | None = None
@@ -111,6 +113,8 @@ class DenseFolder(SampleSource):
         mask &= np.isfinite(target).all(-1)
         if self.task == "normal":
             mask &= np.abs(target).sum(-1) > 0
+        if self.task == "depth":
+            mask &= target[..., 0] > 0
         if self.task == "albedo" and target.shape[-1] == 4:
             target = target[..., :3]
         if self.task == "albedo" and mask.any() and target[mask].std(0).max() < 0.02:

@@ -1,7 +1,10 @@
 """Pose samples from a COCO-format keypoint JSON: one sample per annotated person.
 
-The keypoint field is `goliath_wholebody_kpts` (308 x 3) when present, else `keypoints`, or the one named;
-`keypoint_indices` keeps a subset of its points. Points with visibility 0 (or missing, or non-finite) are
+The keypoint field is `goliath_wholebody_kpts` (308 x 3) when present, else COCO-WholeBody's five fields
+joined in its order (`keypoints`, `foot_kpts`, `face_kpts`, `lefthand_kpts`, `righthand_kpts`: 133 points,
+field name `coco_wholebody`), else `keypoints` (COCO-17), or the one named; `keypoint_indices` keeps a subset
+of its points. Flip pairs, half-body groups and OKS sigmas come from the matching metadata (308, 133 or 17
+points, or a subset of the 308). Points with visibility 0 (or missing, or non-finite) are
 unlabelled; visibility is clipped to 1. People are dropped when they are crowds, have no labelled point, or
 a degenerate box, as the reference loader does. The training box is the tight box around the labelled
 points (the reference's choice) or the annotation's `bbox`.
@@ -15,12 +18,28 @@ from pathlib import Path
 import numpy as np
 
 from sapiens2.io import read_image
-from sapiens2.keypoints import keypoints308
+from sapiens2.keypoints import KeypointSet, coco17, coco_wholebody133, keypoints308
 from sapiens2.train.config import ConfigError, DatasetConfig
 from sapiens2.train.datasets.base import SampleSource
 from sapiens2.train.transforms import KeypointLayout
 
-FIELDS = ("goliath_wholebody_kpts", "keypoints")
+WHOLEBODY_PARTS = ("keypoints", "foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts")
+FIELDS = ("goliath_wholebody_kpts", "coco_wholebody", "keypoints")
+
+
+def _has(ann: dict, field: str) -> bool:
+    return all(f in ann for f in WHOLEBODY_PARTS) if field == "coco_wholebody" else field in ann
+
+
+def _points(ann: dict, field: str) -> list:
+    if field == "coco_wholebody":
+        return [v for part in WHOLEBODY_PARTS for v in (ann.get(part) or [])]
+    return ann.get(field) or []
+
+
+def keypoint_set_for(count: int) -> KeypointSet | None:
+    """The metadata of a full keypoint set by its size: 308 (Sapiens), 133 (COCO-WholeBody), 17 (COCO)."""
+    return {308: keypoints308, 133: coco_wholebody133, 17: coco17}.get(count, lambda: None)()
 
 
 class CocoKeypoints(SampleSource):
@@ -36,7 +55,7 @@ class CocoKeypoints(SampleSource):
         self.image_dir = _under(root, cfg.images) if cfg.images else root
         images = {im["id"]: im for im in coco.get("images", [])}
         anns = [a for a in coco.get("annotations", []) if a.get("category_id", 1) == 1]
-        field = cfg.keypoints_field or next((f for f in FIELDS if any(f in a for a in anns)), None)
+        field = cfg.keypoints_field or next((f for f in FIELDS if any(_has(a, f) for a in anns)), None)
         if field is None:
             raise ConfigError(f"{where}.keypoints_field", f"{ann_path}: no annotation has {' or '.join(FIELDS)}")
         self.field = field
@@ -46,7 +65,7 @@ class CocoKeypoints(SampleSource):
         self.gt: list[dict] = []  # every person (crowds included) for AP
         width = None
         for a in anns:
-            raw = np.asarray(a.get(field) or [], np.float64).reshape(-1, 3)
+            raw = np.asarray(_points(a, field), np.float64).reshape(-1, 3)
             if width is None and len(raw):
                 width = len(raw)
             if len(raw) != (width or 0):
@@ -94,11 +113,14 @@ class CocoKeypoints(SampleSource):
         return {"image": image, "keypoints": s["keypoints"], "visible": s["visible"], "bbox": bbox,
                 "image_id": s["image_id"], "instance": index, "ann_box": s["ann_box"]}
 
+    def _keypoint_set(self) -> KeypointSet | None:
+        """The metadata these points index: the full set of their count, or the 308 for a subset."""
+        return keypoints308() if self.indices is not None else keypoint_set_for(self.num_keypoints)
+
     def layout(self) -> KeypointLayout:
-        """Flip pairs and half-body groups for these points (from the 308-point metadata)."""
-        kset = keypoints308()
-        k = self.num_keypoints
-        if self.indices is None and k != kset.num_keypoints:
+        """Flip pairs and half-body groups for these points (none for an unknown set)."""
+        kset = self._keypoint_set()
+        if kset is None:
             return KeypointLayout(None)
         idx = np.arange(kset.num_keypoints) if self.indices is None else self.indices
         pos = {int(g): i for i, g in enumerate(idx)}
@@ -108,9 +130,9 @@ class CocoKeypoints(SampleSource):
                               tuple(pos[i] for i in kset.lower_body_ids if i in pos))
 
     def sigmas(self) -> np.ndarray:
-        """OKS sigmas of these points (the 308-point values; 0.025 when the points are not a 308 subset)."""
-        kset = keypoints308()
-        if self.indices is None and self.num_keypoints != kset.num_keypoints:
+        """OKS sigmas of these points (0.025 each for an unknown set)."""
+        kset = self._keypoint_set()
+        if kset is None:
             return np.full(self.num_keypoints, 0.025)
         idx = np.arange(kset.num_keypoints) if self.indices is None else self.indices
         return np.asarray(kset.sigmas, np.float64)[idx]

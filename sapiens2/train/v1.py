@@ -1,0 +1,148 @@
+"""Fine-tuning Sapiens v1 networks: pose, 28-class segmentation, normals and relative depth.
+
+The network is the v1 backbone (learned absolute positions) with the v1 head of the task. From a pretrain
+checkpoint the reference's conversion is applied: the cls token is dropped, the 64 x 64 positions are
+resized bicubic to the training grid, and the patch conv takes the task's padding (2 px for pose and
+normal). What the loop saves is then an ordinary v1 task checkpoint: `backbone.*` + `head.*` (pose) or
+`decode_head.*`, which `sapiens2.load`, the predictors and `sapiens2 <task> --model` read as they read the
+released files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+from torch import nn
+
+from sapiens2.models.sapiens1 import (
+    V1_ARCHS,
+    Sapiens1Backbone,
+    Sapiens1Config,
+    Sapiens1TaskModel,
+    V1Head,
+    V1HeadConfig,
+    official_v1_head_config,
+    task_backbone,
+    v1_patch_padding,
+)
+from sapiens2.train.config import ConfigError, TrainConfig, from_dict
+
+V1_TRAIN_TASKS = ("pose", "seg", "normal", "depth")
+V1_SEG_CLASSES = 28
+# Set by the task and the input size, not by the user: a checkpoint must load back with the same values.
+DERIVED_BACKBONE_FIELDS = ("patch_padding", "with_cls_token", "pos_grid")
+DERIVED_HEAD_FIELDS = ("in_channels", "out_channels")
+
+
+def check_v1_model(cfg: TrainConfig) -> None:
+    """`task`, `model.arch`, `model.backbone` and `model.head` against the v1 networks."""
+    m = cfg.model
+    if cfg.task not in V1_TRAIN_TASKS:
+        raise ConfigError("task", f"Sapiens v1 has no {cfg.task} head; v1 models fine-tune for "
+                          f"{', '.join(V1_TRAIN_TASKS)}")
+    if m.arch is not None and m.arch not in V1_ARCHS:
+        raise ConfigError("model.arch", f"unknown Sapiens v1 arch {m.arch!r}; expected one of {', '.join(V1_ARCHS)}")
+    if m.backbone is not None:
+        for name in DERIVED_BACKBONE_FIELDS:
+            if name in m.backbone:
+                raise ConfigError(f"model.backbone.{name}", "follows from the task and data.input_size; it cannot be set")
+        from_dict(Sapiens1Config, m.backbone, "model.backbone")
+    for name in DERIVED_HEAD_FIELDS:
+        if name in m.head:
+            raise ConfigError(f"model.head.{name}", "follows from the backbone and the data; it cannot be set")
+    from_dict(V1HeadConfig, {"in_channels": 1, "deconv_channels": (1,), "conv_channels": (1,), "out_channels": 1,
+                             **m.head}, "model.head")
+    grid_for(cfg, 16)
+
+
+def grid_for(cfg: TrainConfig, patch_size: int) -> tuple[int, int]:
+    """The patch grid of the training input. v1 checkpoints store positions for that grid, and a file can
+    only be read back when the grid is 4:3 (H:W) or square."""
+    h, w = cfg.data.input_size
+    gh, gw = h // patch_size, w // patch_size
+    if not (3 * gh == 4 * gw or gh == gw):
+        raise ConfigError("data.input_size", f"a Sapiens v1 model stores its positions for a 4:3 (H:W) or square "
+                          f"patch grid; {h} x {w} gives {gh} x {gw} (1024 x 768, 512 x 384 or 512 x 512 work)")
+    return gh, gw
+
+
+def outputs_of(cfg: TrainConfig, keypoints: int | None, loaded_outputs: int | None) -> int:
+    """The head's output channels: keypoints, classes (the data's, else the loaded head's, else 28), 3 normal
+    components or 1 depth value."""
+    if cfg.task == "pose":
+        return keypoints or loaded_outputs or 308
+    if cfg.task == "seg":
+        return cfg.data.num_classes or loaded_outputs or V1_SEG_CLASSES
+    return {"normal": 3, "depth": 1}[cfg.task]
+
+
+def head_config_v1(cfg: TrainConfig, embed_dim: int, arch: str | None, outputs: int) -> V1HeadConfig:
+    """The official v1 head widths for the task (the same for every size), `model.head` overrides, and the
+    output count."""
+    base = official_v1_head_config(arch or "0.3b", cfg.task)
+    values = {f.name: getattr(base, f.name) for f in fields(base)}
+    for kind in ("deconv", "conv"):  # new widths without kernels: the default kernel for each layer
+        if f"{kind}_channels" in cfg.model.head and f"{kind}_kernels" not in cfg.model.head:
+            values[f"{kind}_kernels"] = None
+    values.update(cfg.model.head)
+    values.update(in_channels=embed_dim, out_channels=outputs)
+    head = from_dict(V1HeadConfig, values, "model.head")
+    for name, widths, kernels in (("deconv", head.deconv_channels, head.deconv_kernels),
+                                  ("conv", head.conv_channels, head.conv_kernels)):
+        if kernels is not None and len(kernels) != len(widths):
+            raise ConfigError(f"model.head.{name}_kernels", f"has {len(kernels)} entries for {len(widths)} "
+                              f"{name} layers")
+    return head
+
+
+def _task_head(model: nn.Module) -> V1Head | None:
+    if not isinstance(model, Sapiens1TaskModel):
+        return None
+    return model.head if model.task == "pose" else model.decode_head
+
+
+def build_v1_network(cfg: TrainConfig, keypoints: int | None, loaded: nn.Module | None) -> tuple[nn.Module, str]:
+    """The v1 network to fine-tune, and a line saying where its weights came from.
+
+    `loaded` is what `sapiens2.load(model.init)` returned (a v1 backbone or task model), or None for random
+    weights. A loaded head is kept when it is of the same task with the same shapes.
+    """
+    from sapiens2.train.tasks import same_shapes
+
+    check_v1_model(cfg)
+    m = cfg.model
+    loaded_head = None
+    if loaded is not None:
+        backbone = loaded.backbone if isinstance(loaded, Sapiens1TaskModel) else loaded
+        if getattr(loaded, "task", None) == cfg.task:
+            loaded_head = _task_head(loaded)
+        want = V1_ARCHS[m.arch] if m.arch else (from_dict(Sapiens1Config, m.backbone, "model.backbone") if m.backbone else None)
+        have = backbone.config
+        if want is not None and (want.embed_dim, want.depth, want.num_heads, want.hidden, want.patch_size) != (
+                have.embed_dim, have.depth, have.num_heads, have.hidden, have.patch_size):
+            raise ConfigError("model.init", f"{m.init} holds a different backbone than model.arch / model.backbone")
+        source = f"backbone from {m.init}"
+    else:
+        bcfg = V1_ARCHS[m.arch] if m.arch else from_dict(Sapiens1Config, m.backbone, "model.backbone")
+        backbone = Sapiens1Backbone(replace(bcfg, with_cls_token=False, patch_padding=v1_patch_padding(cfg.task)))
+        backbone.init_weights()
+        source = "random init (no model.init)"
+    backbone = task_backbone(backbone, cfg.task, grid_for(cfg, backbone.config.patch_size))
+    bc = backbone.config
+    arch = next((name for name, a in V1_ARCHS.items() if (a.embed_dim, a.depth, a.num_heads) == (bc.embed_dim, bc.depth,
+                                                                                                  bc.num_heads)), None)
+    loaded_outputs = getattr(loaded_head, loaded_head.classifier_name).out_channels if loaded_head else None
+    head_cfg = head_config_v1(cfg, bc.embed_dim, arch, outputs_of(cfg, keypoints, loaded_outputs))
+    head = V1Head(head_cfg, "final_layer" if cfg.task == "pose" else "conv_seg")
+    if loaded_head is not None:
+        if same_shapes(head, loaded_head):
+            head = loaded_head
+            source = f"backbone and head from {m.init}"
+        else:
+            source += " (its head has other shapes: new head)"
+    model = Sapiens1TaskModel(backbone, head, cfg.task)
+    backbone.grad_checkpointing = m.grad_checkpointing
+    if m.freeze_backbone:
+        backbone.requires_grad_(False)
+    return model.train(), source
+
