@@ -474,22 +474,27 @@ def _build_sapiens2_network(cfg: TrainConfig, outputs: int | None, loaded: nn.Mo
     if cfg.task == "seg" and loaded_task == "seg":
         outputs = loaded_head.conv_seg.out_channels
     head = build_head(spec.model_task, head_config(cfg, bcfg.embed_dim, arch, outputs))
-    if loaded_head is not None and loaded_task == spec.model_task:
-        if same_shapes(head, loaded_head):
-            head = loaded_head
-            source = f"backbone and head from {m.init}"
-        else:
-            source += " (its head has other shapes: new head)"
-    model = Sapiens2TaskModel(backbone, head, cfg.task)
-    backbone.grad_checkpointing = m.grad_checkpointing
-    if m.freeze_backbone:
-        backbone.requires_grad_(False)
-    return model.train(), source
+    head, source = keep_loaded_head(head, loaded_head if loaded_task == spec.model_task else None, source, m.init)
+    return ready_to_train(Sapiens2TaskModel(backbone, head, cfg.task), cfg), source
 
 
-def same_shapes(a: nn.Module, b: nn.Module) -> bool:
-    """Whether two modules have the same state-dict keys and shapes (a loaded head can then be kept)."""
-    return {k: v.shape for k, v in a.state_dict().items()} == {k: v.shape for k, v in b.state_dict().items()}
+def keep_loaded_head(head: nn.Module, loaded: nn.Module | None, source: str, init: str | None) -> tuple[nn.Module, str]:
+    """The loaded head (of the same task) when it has the shapes of the new `head`, else `head`; and the
+    where-from line saying which."""
+    if loaded is None:
+        return head, source
+    mine = {k: v.shape for k, v in head.state_dict().items()}
+    if mine == {k: v.shape for k, v in loaded.state_dict().items()}:
+        return loaded, f"backbone and head from {init}"
+    return head, source + " (its head has other shapes: new head)"
+
+
+def ready_to_train(model: nn.Module, cfg: TrainConfig) -> nn.Module:
+    """Gradient checkpointing and backbone freezing as `model` asks, in training mode."""
+    model.backbone.grad_checkpointing = cfg.model.grad_checkpointing
+    if cfg.model.freeze_backbone:
+        model.backbone.requires_grad_(False)
+    return model.train()
 
 
 def settle_config(cfg: TrainConfig, model: nn.Module) -> TrainConfig:

@@ -107,7 +107,7 @@ def build_v1_network(cfg: TrainConfig, keypoints: int | None, loaded: nn.Module 
     `loaded` is what `sapiens2.load(model.init)` returned (a v1 backbone or task model), or None for random
     weights. A loaded head is kept when it is of the same task with the same shapes.
     """
-    from sapiens2.train.tasks import same_shapes
+    from sapiens2.train.tasks import keep_loaded_head, ready_to_train
 
     check_v1_model(cfg)
     m = cfg.model
@@ -134,15 +134,6 @@ def build_v1_network(cfg: TrainConfig, keypoints: int | None, loaded: nn.Module 
     loaded_outputs = getattr(loaded_head, loaded_head.classifier_name).out_channels if loaded_head else None
     head_cfg = head_config_v1(cfg, bc.embed_dim, arch, outputs_of(cfg, keypoints, loaded_outputs))
     head = V1Head(head_cfg, "final_layer" if cfg.task == "pose" else "conv_seg")
-    if loaded_head is not None:
-        if same_shapes(head, loaded_head):
-            head = loaded_head
-            source = f"backbone and head from {m.init}"
-        else:
-            source += " (its head has other shapes: new head)"
-    model = Sapiens1TaskModel(backbone, head, cfg.task)
-    backbone.grad_checkpointing = m.grad_checkpointing
-    if m.freeze_backbone:
-        backbone.requires_grad_(False)
-    return model.train(), source
+    head, source = keep_loaded_head(head, loaded_head, source, m.init)
+    return ready_to_train(Sapiens1TaskModel(backbone, head, cfg.task), cfg), source
 

@@ -162,25 +162,23 @@ def cfg_iters(train: dict) -> int:
     return train.get("num_iters", 20)
 
 
-@pytest.fixture
-def tiny(tmp_path: Path):
-    """tiny(task, **train_overrides) -> a validated TrainConfig on fresh tiny data."""
+def _config_maker(tmp_path: Path, build, run_prefix: str):
     from sapiens2.train.config import config_from_dict
 
     def make(task: str, n: int = 2, **train) -> object:
         data = make_data(task, tmp_path / f"data_{task}", n)
-        return config_from_dict(tiny_config(task, tmp_path / f"run_{task}", data, **train))
+        return config_from_dict(build(task, tmp_path / f"{run_prefix}_{task}", data, **train))
 
     return make
+
+
+@pytest.fixture
+def tiny(tmp_path: Path):
+    """tiny(task, **train_overrides) -> a validated TrainConfig on fresh tiny data."""
+    return _config_maker(tmp_path, tiny_config, "run")
 
 
 @pytest.fixture
 def tiny_v1(tmp_path: Path):
     """tiny_v1(task, **train_overrides) -> a validated TrainConfig of a tiny Sapiens v1 network."""
-    from sapiens2.train.config import config_from_dict
-
-    def make(task: str, n: int = 2, **train) -> object:
-        data = make_data(task, tmp_path / f"data_{task}", n)
-        return config_from_dict(tiny_v1_config(task, tmp_path / f"run_v1_{task}", data, **train))
-
-    return make
+    return _config_maker(tmp_path, tiny_v1_config, "run_v1")
