@@ -323,7 +323,13 @@ class DensePredictor(Generic[R]):
         self.device = param.device if param is not None else torch.device(device or "cpu")
         self.dtype = param.dtype if param is not None and param.is_floating_point() else (dtype or torch.float32)
         self.batch_size = int(batch_size)
-        self.input_size: tuple[int, int] = tuple(input_size or DENSE_INPUT)  # (H, W) the network is fed
+        # (H, W) the network is fed: a v1 model stores positions for the grid it was trained on, so its
+        # default is that grid's size (1024 x 768 for the released ones); Sapiens2's RoPE does not tell.
+        trained = None
+        if self.generation == 1:
+            b = self.network.backbone.config
+            trained = (b.pos_grid[0] * b.patch_size, b.pos_grid[1] * b.patch_size)
+        self.input_size: tuple[int, int] = tuple(input_size or trained or DENSE_INPUT)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(input {self.input_size[0]}x{self.input_size[1]}, device={self.device}, "

@@ -63,3 +63,9 @@ def test_depth_refuses_a_sapiens2_model():
     net = build_model(BackboneConfig(embed_dim=32, depth=2, num_heads=2), "seg", SegHeadConfig(32, (8, 8, 8, 8), conv_channels=(8, 8)))
     with pytest.raises(ValueError, match="not 'depth'"):
         Depth(net)
+
+
+def test_v1_default_input_is_the_grid_it_was_trained_on():
+    """A v1 model fine-tuned at another size (positions for an 8 x 6 grid here) is fed that size by default."""
+    assert Segmenter(_v1("seg", 28, 3)).input_size == (128, 96)
+    assert Segmenter(_v1("seg", 28, 3), input_size=(64, 48)).input_size == (64, 48)
