@@ -1,11 +1,12 @@
-"""Fine-tuning Sapiens2 on pose, segmentation, normals, pointmaps, albedo and matting.
+"""Fine-tuning Sapiens2 on pose, segmentation, normals, pointmaps, albedo and matting, and Sapiens v1 on
+pose, 28-class segmentation, normals and relative depth.
 
 Run it:  `sapiens2 train CONFIG.toml [--resume]`, `python -m sapiens2.train CONFIG.toml`, or
 `torchrun --nproc_per_node N -m sapiens2.train CONFIG.toml`; from Python, `train(load_config(path))`.
 Example configs for every task are in the repository's `configs/`.
 
 Task-specific modules: `config` (the TOML schema), `datasets/`, `transforms`, `losses`, `tasks` (what
-differs per task), `loop` (the `Trainer`).
+differs per task), `v1` (the Sapiens v1 networks), `loop` (the `Trainer`).
 
 Generic API (no task in it; `sapiens2.pretrain` builds on these):
 
