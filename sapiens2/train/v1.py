@@ -52,7 +52,7 @@ def check_v1_model(cfg: TrainConfig) -> None:
             raise ConfigError(f"model.head.{name}", "follows from the backbone and the data; it cannot be set")
     from_dict(V1HeadConfig, {"in_channels": 1, "deconv_channels": (1,), "conv_channels": (1,), "out_channels": 1,
                              **m.head}, "model.head")
-    grid_for(cfg, 16)
+    grid_for(cfg, int((m.backbone or {}).get("patch_size", 16)))
 
 
 def grid_for(cfg: TrainConfig, patch_size: int) -> tuple[int, int]:
