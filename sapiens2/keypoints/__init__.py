@@ -13,7 +13,7 @@ from .convert import (
     to_openpose_body18,
     to_openpose_body25,
 )
-from .metadata import KeypointSet, coco17, coco_wholebody133, keypoints308, load_keypoint_set
+from .metadata import KeypointSet, coco17, coco_wholebody133, keypoint_set_for, keypoints308, load_keypoint_set
 from .udp import HEATMAP_SIZE, INPUT_SIZE, UDPHeatmapCodec, udp_decode, udp_encode
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "keypoints308",
     "coco17",
     "coco_wholebody133",
+    "keypoint_set_for",
     "load_keypoint_set",
     "FORMATS",
     "KeypointMapping",

@@ -163,3 +163,11 @@ def coco17() -> KeypointSet:
 def coco_wholebody133() -> KeypointSet:
     """COCO-WholeBody 133 keypoints."""
     return load_keypoint_set("coco_wholebody133")
+
+
+def keypoint_set_for(num_keypoints: int) -> KeypointSet:
+    """The shipped keypoint set with this many points (308, 133 or 17)."""
+    sets = {308: keypoints308, 133: coco_wholebody133, 17: coco17}
+    if num_keypoints not in sets:
+        raise ValueError(f"no shipped keypoint set has {num_keypoints} points; pass keypoint_set=")
+    return sets[num_keypoints]()

@@ -264,6 +264,16 @@ def build_sapiens1(config: Sapiens1Config, task: str, head: V1HeadConfig | None 
     return Sapiens1TaskModel(backbone, V1Head(head, "final_layer" if task == "pose" else "conv_seg"), task)
 
 
+def trained_input_size(network: nn.Module) -> tuple[int, int] | None:
+    """(H, W) a v1 task network was trained on: its positions are stored for that patch grid. None for
+    any other network (Sapiens2's RoPE does not record it)."""
+    backbone = getattr(network, "backbone", None)
+    if not isinstance(backbone, Sapiens1Backbone):
+        return None
+    cfg = backbone.config
+    return cfg.pos_grid[0] * cfg.patch_size, cfg.pos_grid[1] * cfg.patch_size
+
+
 def pos_grid_for(tokens: int, square: bool) -> tuple[int, int]:
     """The (H, W) grid of a stored pos_embed: square for pretrain, 4:3 (H:W) for the 1024x768 task models."""
     if not square:

@@ -52,7 +52,9 @@ def _common(p: argparse.ArgumentParser, *, inputs: bool = True) -> None:
                    "(default: each task's own; see docs/CLI.md)")
     p.add_argument("--resume", action="store_true", help="skip inputs whose outputs all exist")
     p.add_argument("--allow-pickle", action="store_true", help="read .pth checkpoints (weights only, no code)")
-    p.add_argument("--input-size", metavar="HxW", help="dense tasks: network input size of a custom model")
+    p.add_argument("--input-size", metavar="HxW",
+                   help="network input (pose: crop) size of a custom model; default 1024x768, or the size a v1 "
+                        "model was trained at")
     p.add_argument("--readers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
                    help="decoding threads (default: up to 4)")
     p.add_argument("--writers", type=int, default=2, metavar="N", help="post-processing/writing threads (default 2)")
@@ -175,7 +177,7 @@ def build_jobs(tasks: list[str], args: argparse.Namespace, device: Any, dtype: A
         net = load_network(task, specs[task], device, dtype, args.allow_pickle)
         if task == "pose":
             pose = Pose(net, detector=None if args.detector == "none" else "rtmdet", device=device, dtype=dtype,
-                        flip_test=args.flip_test, batch_size=args.batch_size)
+                        flip_test=args.flip_test, batch_size=args.batch_size, input_size=size)
             built.append(J.PoseJob(pose, saves, keypoint_format=args.keypoint_format, boxes=_given_boxes(args.boxes),
                                    kpt_thr=args.kpt_thr, radius=args.radius, thickness=args.thickness))
         else:

@@ -58,7 +58,7 @@ from sapiens2.tasks.resize import (
     to_source,
     to_source_smooth,
 )
-from sapiens2.models.sapiens1 import Sapiens1Backbone
+from sapiens2.models.sapiens1 import Sapiens1Backbone, trained_input_size
 from sapiens2.tasks.seg29 import SegClasses, seg28, seg29
 from sapiens2.vis import dense as vis
 from sapiens2.zoo import DENSE_INPUT
@@ -323,12 +323,8 @@ class DensePredictor(Generic[R]):
         self.device = param.device if param is not None else torch.device(device or "cpu")
         self.dtype = param.dtype if param is not None and param.is_floating_point() else (dtype or torch.float32)
         self.batch_size = int(batch_size)
-        # (H, W) the network is fed: a v1 model stores positions for the grid it was trained on, so its
-        # default is that grid's size (1024 x 768 for the released ones); Sapiens2's RoPE does not tell.
-        trained = None
-        if self.generation == 1:
-            b = self.network.backbone.config
-            trained = (b.pos_grid[0] * b.patch_size, b.pos_grid[1] * b.patch_size)
+        # (H, W) the network is fed; by default a v1 model's training size (1024 x 768 for the released ones)
+        trained = trained_input_size(self.network)
         self.input_size: tuple[int, int] = tuple(input_size or trained or DENSE_INPUT)
 
     def __repr__(self) -> str:

@@ -22,7 +22,8 @@ from torch import nn
 from sapiens2.detect.pipeline import full_image_box as whole_image_box
 from sapiens2.io.images import read_image
 from sapiens2.keypoints.convert import ConvertedKeypoints, convert_keypoints
-from sapiens2.keypoints.metadata import KeypointSet
+from sapiens2.keypoints.metadata import KeypointSet, keypoint_set_for
+from sapiens2.models.sapiens1 import trained_input_size
 from sapiens2.tasks.dense_models import resolve_model
 from sapiens2.tasks.resize import normalize
 from sapiens2.tasks.topdown import (
@@ -32,7 +33,6 @@ from sapiens2.tasks.topdown import (
     crop_people,
     heatmaps_to_keypoints,
 )
-from sapiens2.vis.pose import keypoint_set_for
 
 BoxSource = str  # "detector", "given", "whole image", "whole image (nobody detected)"
 Detector = Callable[[np.ndarray], Any]
@@ -152,6 +152,8 @@ class Pose:
     a checkpoint path, or a loaded pose network. `detector`: "rtmdet" (the built-in person detector on
     the official weights), None (the whole image is one person), or any callable taking an RGB image and
     returning N x 4 / N x 5 boxes. Call on one image (path or H x W x 3 uint8 RGB array) or a list.
+    `input_size` (H, W) is the crop the network sees: 1024 x 768 by default, or for a v1 model the size it
+    was trained at (its positions tell).
     """
 
     def __init__(
@@ -164,9 +166,14 @@ class Pose:
         flip_test: bool = False,
         batch_size: int = 8,
         box_padding: float = BBOX_PADDING,
+        input_size: tuple[int, int] | None = None,
     ) -> None:
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.network = resolve_model("pose", model, device=self.device, dtype=dtype)
+        h, w = input_size or trained_input_size(self.network) or (INPUT_SIZE[1], INPUT_SIZE[0])
+        if h <= 0 or w <= 0 or h % 4 or w % 4:
+            raise ValueError(f"input_size must be positive multiples of 4 (the heatmap stride), got {(h, w)}")
+        self.crop_size: tuple[int, int] = (int(w), int(h))  # (w, h), as the crop and codec functions take it
         self.dtype = next(self.network.parameters()).dtype
         self.keypoint_set = keypoint_set_for(self._num_keypoints())
         if detector == "rtmdet":
@@ -237,9 +244,10 @@ class Pose:
     @torch.inference_mode()
     def _estimate(self, images: list[np.ndarray], boxes: list[np.ndarray]) -> list[list[Person]]:
         """All people of all images through the network in batches of `batch_size` crops."""
-        jobs = [(i, crop_people(img, b[:, :4], self.box_padding, INPUT_SIZE), b[:, 4]) for i, (img, b) in
+        size = self.crop_size
+        jobs = [(i, crop_people(img, b[:, :4], self.box_padding, size), b[:, 4]) for i, (img, b) in
                 enumerate(zip(images, boxes)) if len(b)]
-        crops = np.concatenate([c.crops for _, c, _ in jobs]) if jobs else np.zeros((0, INPUT_SIZE[1], INPUT_SIZE[0], 3), np.uint8)
+        crops = np.concatenate([c.crops for _, c, _ in jobs]) if jobs else np.zeros((0, size[1], size[0], 3), np.uint8)
         heatmaps = [self.heatmaps(crops[s : s + self.batch_size]) for s in range(0, len(crops), self.batch_size)]
         people: list[list[Person]] = [[] for _ in images]
         if not jobs:
@@ -248,7 +256,7 @@ class Pose:
         start = 0
         for i, crop, scores in jobs:
             n = len(crop.boxes)
-            kp, kp_scores = heatmaps_to_keypoints(heat[start : start + n], crop.centers, crop.scales, INPUT_SIZE)
+            kp, kp_scores = heatmaps_to_keypoints(heat[start : start + n], crop.centers, crop.scales, size)
             start += n
             for j in range(n):
                 people[i].append(Person(crop.boxes[j].copy(), float(scores[j]), kp[j].astype(np.float32),
@@ -256,7 +264,7 @@ class Pose:
         return people
 
     def heatmaps(self, crops: np.ndarray) -> np.ndarray:
-        """(N, K, H/4, W/4) heatmaps for N x 1024 x 768 x 3 uint8 RGB crops (flip-averaged when flip_test)."""
+        """(N, K, H/4, W/4) heatmaps for N x H x W x 3 uint8 RGB crops (flip-averaged when flip_test)."""
         x = normalize(crops, device=self.device, dtype=self.dtype)
         heat = self.network(x)
         if self.flip_test:

@@ -17,17 +17,9 @@ from typing import Any, Literal, Sequence
 import cv2
 import numpy as np
 
-from ..keypoints.metadata import KeypointSet, coco17, coco_wholebody133, keypoints308
+from ..keypoints.metadata import KeypointSet, keypoint_set_for
 
 __all__ = ["draw_pose", "keypoint_set_for"]
-
-
-def keypoint_set_for(num_keypoints: int) -> KeypointSet:
-    """The shipped keypoint set with this many points (308, 133 or 17)."""
-    sets = {308: keypoints308, 133: coco_wholebody133, 17: coco17}
-    if num_keypoints not in sets:
-        raise ValueError(f"no shipped keypoint set has {num_keypoints} points; pass keypoint_set=")
-    return sets[num_keypoints]()
 
 
 def _color(rgb: Sequence[int], channel_order: str) -> tuple[int, ...]:

@@ -37,7 +37,9 @@ class BrightestPixelPose(nn.Module):
             ys, xs = torch.meshgrid(torch.arange(red.shape[0]), torch.arange(red.shape[1]), indexing="ij")
             centroid = [float((xs * red).sum() / red.sum()), float((ys * red).sum() / red.sum())]
             kp = np.tile(np.array([centroid], np.float32), (1, self.keypoints, 1))
-            heat, _ = udp_encode(kp, np.ones((1, self.keypoints), np.float32))
+            h, w = red.shape
+            heat, _ = udp_encode(kp, np.ones((1, self.keypoints), np.float32), input_size=(w, h),
+                                 heatmap_size=(w // 4, h // 4))
             out.append(torch.from_numpy(heat))
         return torch.stack(out).to(x.dtype)
 
@@ -57,6 +59,23 @@ def test_a_dot_comes_back_where_it_was_drawn(flip):
     assert result.box_source == "given" and len(result.people) == 1
     np.testing.assert_allclose(result.people[0].keypoints[0], [300, 200], atol=1.0)
     assert result.people[0].keypoints.shape == (308, 2) and result.names[0] == "nose"
+
+
+def test_other_crop_sizes_and_v1_models_trained_at_them():
+    img = _photo(480, 640, [(300, 200)])
+    pose = Pose(BrightestPixelPose(), detector=None, input_size=(256, 192))
+    assert pose.crop_size == (192, 256)
+    result = pose(img, boxes=[[250, 120, 380, 330]])
+    np.testing.assert_allclose(result.people[0].keypoints[0], [300, 200], atol=2.0)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        Pose(BrightestPixelPose(), detector=None, input_size=(255, 192))
+    from sapiens2.models.sapiens1 import Sapiens1Config, V1HeadConfig, build_sapiens1
+
+    v1 = build_sapiens1(Sapiens1Config(32, 1, 1, patch_padding=2, pos_grid=(8, 6)), "pose",
+                        V1HeadConfig(32, (8, 8), (8,), 17)).eval()
+    pose = Pose(v1, detector=None)
+    assert pose.crop_size == (96, 128)  # the grid its positions were trained for
+    assert pose(img).people[0].keypoints.shape == (17, 2)
 
 
 def test_batch_of_images_with_zero_one_and_many_people():

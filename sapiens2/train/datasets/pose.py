@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sapiens2.io import read_image
-from sapiens2.keypoints import KeypointSet, coco17, coco_wholebody133, keypoints308
+from sapiens2.keypoints import KeypointSet, keypoint_set_for, keypoints308
 from sapiens2.train.config import ConfigError, DatasetConfig
 from sapiens2.train.datasets.base import SampleSource
 from sapiens2.train.transforms import KeypointLayout
@@ -35,11 +35,6 @@ def _points(ann: dict, field: str) -> list:
     if field == "coco_wholebody":
         return [v for part in WHOLEBODY_PARTS for v in (ann.get(part) or [])]
     return ann.get(field) or []
-
-
-def keypoint_set_for(count: int) -> KeypointSet | None:
-    """The metadata of a full keypoint set by its size: 308 (Sapiens), 133 (COCO-WholeBody), 17 (COCO)."""
-    return {308: keypoints308, 133: coco_wholebody133, 17: coco17}.get(count, lambda: None)()
 
 
 class CocoKeypoints(SampleSource):
@@ -115,7 +110,12 @@ class CocoKeypoints(SampleSource):
 
     def _keypoint_set(self) -> KeypointSet | None:
         """The metadata these points index: the full set of their count, or the 308 for a subset."""
-        return keypoints308() if self.indices is not None else keypoint_set_for(self.num_keypoints)
+        if self.indices is not None:
+            return keypoints308()
+        try:
+            return keypoint_set_for(self.num_keypoints)
+        except ValueError:
+            return None
 
     def layout(self) -> KeypointLayout:
         """Flip pairs and half-body groups for these points (none for an unknown set)."""
