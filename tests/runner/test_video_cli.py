@@ -76,3 +76,58 @@ def test_dense_video_with_images_and_resume(tmp_path, checkpoints, capsys):
     capsys.readouterr()
     assert cli(*args, "--save", "npz,vis", "--resume") == 0
     assert "skipped 2 already done" in capsys.readouterr().err
+
+
+class _FakeCamera:
+    """cv2.VideoCapture stand-in for a webcam index: `frames` BGR frames, then the stream ends (as when a
+    camera is unplugged); any path opens the real capture."""
+
+    def __init__(self, source, frames: int = 5) -> None:
+        self.index = source
+        self.left = frames
+        self.released = False
+
+    def isOpened(self) -> bool:
+        return self.index == 0
+
+    def get(self, prop: int) -> float:
+        return 0.0  # a webcam reports no frame count and often no fps
+
+    def read(self):
+        if self.left == 0:
+            return False, None
+        self.left -= 1
+        frame = np.full((96, 128, 3), 60, np.uint8)
+        cv2.rectangle(frame, (20, 20), (50, 80), (20, 20, 230), -1)
+        return True, frame
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_webcam_runs_until_the_stream_ends(tmp_path, checkpoints, monkeypatch):
+    import sapiens2.io.video as video
+
+    real = cv2.VideoCapture
+    cameras: list[_FakeCamera] = []
+
+    def capture(source, *args):
+        if isinstance(source, int):
+            cameras.append(_FakeCamera(source))
+            return cameras[-1]
+        return real(source, *args)
+
+    monkeypatch.setattr(video.cv2, "VideoCapture", capture)
+    out = tmp_path / "out"
+    assert cli("seg", "--webcam", "0", "--model", checkpoints["seg"], "--input-size", DENSE_SIZE, "--out", out,
+               "--save", "npz,vis") == 0
+    assert cameras and cameras[0].released
+    assert sorted(p.name for p in (out / "webcam0").iterdir()) == [f"{i:06d}_seg.npy" for i in range(5)]
+    with VideoReader(out / "webcam0_seg.mp4") as r:
+        assert len(list(r)) == 5 and r.fps == 30  # no fps from the camera: the default
+    # a camera that does not open is reported, and the run fails
+    code = cli("seg", "--webcam", "3", "--model", checkpoints["seg"], "--input-size", DENSE_SIZE, "--out",
+               tmp_path / "out3")
+    assert code != 0
+    errors = json.loads((tmp_path / "out3" / "errors.json").read_text())
+    assert "cannot open webcam" in json.dumps(errors)
