@@ -127,12 +127,15 @@ class Sapiens2Backbone(nn.Module):
         if x.shape[-2] < p or x.shape[-1] < p:
             raise ValueError(f"input {x.shape[-2]}x{x.shape[-1]} is smaller than one {p}x{p} patch")
         x, grid = self.patch_embed(x)
+        gathered = False
         if self.config.use_tokenizer:
-            x, grid = self.tokenizer(x, grid)
+            x, grid = self.tokenizer(x, grid, keep)  # pools only the kept windows
+            gathered = keep is not None
         b = x.shape[0]
         rope = self.rope_embed(*grid)
         if keep is not None:
-            x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
+            if not gathered:
+                x = x.gather(1, keep[..., None].expand(-1, -1, x.shape[-1]))
             # Per-sample tables (B x 1 x n x d) broadcast over the heads.
             rope = tuple(t[keep][:, None] for t in rope)
         x = torch.cat((self.cls_token.expand(b, -1, -1), self.storage_tokens.expand(b, -1, -1), x), dim=1)
