@@ -78,6 +78,8 @@ def _common(p: argparse.ArgumentParser, *, inputs: bool = True) -> None:
     g.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing of video keypoints")
     g.add_argument("--track-max-age", type=int, default=30, metavar="FRAMES",
                    help="keep an unseen person's ID this many frames (default 30)")
+    g.add_argument("--no-track-motion", action="store_true",
+                   help="match people where they were last seen, not where their motion puts them")
 
 
 def add_task_commands(sub: Any) -> None:
@@ -226,7 +228,8 @@ def _run(tasks: list[str], args: argparse.Namespace, inputs: list[str]) -> int:
     options = RunOptions(out, batch_size=args.batch_size, readers=args.readers, writers=args.writers,
                          resume=args.resume, progress=False if args.no_progress else None,
                          max_pixels=args.max_pixels or _default_max_pixels(), codec=args.codec,
-                         smooth=not args.no_smooth, track_max_age=args.track_max_age)
+                         smooth=not args.no_smooth, track_max_age=args.track_max_age,
+                         track_motion=not args.no_track_motion)
     print(f"sapiens2 {','.join(tasks)}: {len(sources)} input(s) on {device} ({args.dtype}), batch {args.batch_size}"
           f" -> {out}", file=sys.stderr)
     summary = run_jobs(jobs, sources, options, missing)

@@ -59,6 +59,7 @@ class RunOptions:
     track_threshold: float = 0.3
     track_max_age: int = 30
     track_metric: str = "iou"
+    track_motion: bool = True
     handle_sigint: bool = True
     echo: Callable[[str], None] | None = None  # where messages go; default: above the progress bar
 
@@ -310,7 +311,8 @@ class _Run:
                 o = self.opt
                 session = VideoSession(marker.source, self.jobs, o.out_dir, marker.fps, codec=o.codec,
                                        smooth=o.smooth, track_threshold=o.track_threshold,
-                                       track_max_age=o.track_max_age, track_metric=o.track_metric)
+                                       track_max_age=o.track_max_age, track_metric=o.track_metric,
+                                       track_motion=o.track_motion)
                 self.sessions[marker.source] = session
                 if session.note:
                     self.summary.video_notes.add(session.note)

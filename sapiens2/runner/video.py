@@ -47,11 +47,12 @@ def draw_track_boxes(image: np.ndarray, boxes: np.ndarray, ids: list[int], thick
 class VideoSession:
     def __init__(self, source: Source, jobs: list[Job], out_dir: Path, fps: float, *, codec: str = "auto",
                  smooth: bool = True, track_threshold: float = 0.3, track_max_age: int = 30,
-                 track_metric: str = "iou") -> None:
+                 track_metric: str = "iou", track_motion: bool = True) -> None:
         self.source, self.jobs, self.out_dir, self.fps = source, jobs, out_dir, fps
         self.writers = {job.task: VideoWriter(source.out(out_dir, f"_{job.task}.mp4"), fps, codec)
                         for job in jobs if "vis" in job.saves}
-        self.tracker = Tracker(threshold=track_threshold, max_age=track_max_age, metric=track_metric)
+        self.tracker = Tracker(threshold=track_threshold, max_age=track_max_age, metric=track_metric,
+                               motion=track_motion)
         self.smoother = KeypointSmoother() if smooth else None
         self.smooth = smooth
         self.pose_frames: list[dict[str, Any]] = []
@@ -102,7 +103,10 @@ class VideoSession:
             if isinstance(job, PoseJob) and "json" in job.saves:
                 record = {"video": self.source.name, "fps": self.fps,
                           "image_size": list(self.image_size) if self.image_size else None, **job.header(),
-                          "smoothing": "one-euro" if self.smooth else None, "num_frames": self.frames,
+                          "smoothing": "one-euro" if self.smooth else None,
+                          "tracking": {"metric": self.tracker.metric, "motion": self.tracker.motion,
+                                       "max_age": self.tracker.max_age},
+                          "num_frames": self.frames,
                           "frames": self.pose_frames}
                 paths.append(write_json(self.source.out(self.out_dir, "_pose.json"), record, indent=None))
         return paths

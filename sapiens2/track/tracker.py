@@ -1,4 +1,4 @@
-"""Stable person IDs across frames by greedy matching, with a maximum age for unseen tracks.
+"""Stable person IDs across frames by greedy matching, with a motion model and a maximum age.
 
 Each frame's people are matched to the live tracks by similarity: box IoU, or, when keypoints are given
 and ``metric="oks"``, an object-keypoint similarity (a Gaussian of the keypoint distances relative to the
@@ -7,9 +7,11 @@ track's box size). The best pair is taken first, then the next best among the re
 frames is dropped, so a person who leaves and comes back within that time keeps their ID. IDs are
 integers from 0, never reused.
 
-No motion model: at video frame rates people move little between frames, and the greedy best-first
-match on overlap is what simple top-down trackers use. Crowded scenes with crossing people would need
-appearance features, which this does not have.
+Motion (``motion=True``): each track keeps a constant-velocity estimate of its box (an exponential average
+of the per-frame displacement, `velocity_smoothing` the weight of the newest), and is compared where it
+should be now, its last box moved by the velocity times the frames since it was seen. So a person who is
+hidden for a few frames while walking is found again further along, and fast movers keep their overlap.
+Crowded scenes with crossing people would need appearance features, which this does not have.
 """
 
 from __future__ import annotations
@@ -60,6 +62,17 @@ class Track:
     keypoints: np.ndarray | None = None  # (K, 3) last seen
     missed: int = 0  # frames since last matched
     hits: int = 1
+    velocity: np.ndarray = field(default_factory=lambda: np.zeros(4))  # box change per frame
+
+    def predicted_box(self) -> np.ndarray:
+        """Where the box should be in the frame being matched (the last box, moved on by the velocity)."""
+        return self.box + self.velocity * (self.missed + 1)
+
+    def predicted_keypoints(self) -> np.ndarray | None:
+        if self.keypoints is None:
+            return None
+        shift = (self.velocity[:2] + self.velocity[2:]) / 2 * (self.missed + 1)  # the box centre's motion
+        return np.concatenate([self.keypoints[:, :2] + shift, self.keypoints[:, 2:]], axis=1)
 
 
 @dataclass
@@ -69,20 +82,25 @@ class Tracker:
     threshold: float = 0.3
     max_age: int = 30
     metric: str = "iou"  # "iou" or "oks" (needs keypoints)
+    motion: bool = True
+    velocity_smoothing: float = 0.5
     tracks: list[Track] = field(default_factory=list)
     next_id: int = 0
 
     def __post_init__(self) -> None:
         if self.metric not in ("iou", "oks"):
             raise ValueError(f"metric must be 'iou' or 'oks', not {self.metric!r}")
+        if not 0 < self.velocity_smoothing <= 1:
+            raise ValueError(f"velocity_smoothing must be in (0, 1], not {self.velocity_smoothing}")
 
     def similarity(self, boxes: np.ndarray, keypoints: np.ndarray | None) -> np.ndarray:
         if not self.tracks or len(boxes) == 0:
             return np.zeros((len(self.tracks), len(boxes)))
-        old = np.stack([t.box for t in self.tracks])
+        old = np.stack([t.predicted_box() if self.motion else t.box for t in self.tracks])
         if self.metric == "oks" and keypoints is not None and all(t.keypoints is not None for t in self.tracks):
             areas = (old[:, 2] - old[:, 0]) * (old[:, 3] - old[:, 1])
-            return keypoint_similarity(np.stack([t.keypoints for t in self.tracks]), keypoints, areas)
+            kps = [t.predicted_keypoints() if self.motion else t.keypoints for t in self.tracks]
+            return keypoint_similarity(np.stack(kps), keypoints, areas)
         return box_iou(old, boxes)
 
     def update(self, boxes: np.ndarray, keypoints: np.ndarray | None = None) -> list[int]:
@@ -102,6 +120,9 @@ class Tracker:
                     continue
                 used_tracks.add(int(ti))
                 track = self.tracks[ti]
+                step = (boxes[di] - track.box) / (track.missed + 1)
+                a = self.velocity_smoothing if track.hits > 1 else 1.0  # the first displacement is all there is
+                track.velocity = a * step + (1 - a) * track.velocity
                 track.box, track.missed, track.hits = boxes[di].copy(), 0, track.hits + 1
                 track.keypoints = None if kps is None else kps[di].copy()
                 ids[di] = track.id

@@ -32,6 +32,7 @@ def test_pose_video_tracks_people_and_writes_the_annotated_video(tmp_path, stand
     assert cli("pose", clip, "--model", "x", "--out", out) == 0
     record = json.loads((out / "walk_pose.json").read_text())
     assert record["num_frames"] == FRAMES and len(record["frames"]) == FRAMES and record["smoothing"] == "one-euro"
+    assert record["tracking"]["motion"] is True
     assert record["fps"] == 10 and record["image_size"] == [96, 128]
     ids_by_side = {"left": set(), "right": set()}
     for frame in record["frames"]:
@@ -52,9 +53,11 @@ def test_pose_video_tracks_people_and_writes_the_annotated_video(tmp_path, stand
 def test_smoothing_can_be_turned_off(tmp_path, stand_in_pose, stand_in_detector):
     clip = _two_people(tmp_path / "walk.mp4", n=4)
     out = tmp_path / "out"
-    assert cli("pose", clip, "--model", "x", "--out", out, "--no-smooth", "--save", "json") == 0
+    assert cli("pose", clip, "--model", "x", "--out", out, "--no-smooth", "--save", "json", "--no-track-motion",
+               "--track-max-age", "7") == 0
     record = json.loads((out / "walk_pose.json").read_text())
     assert record["smoothing"] is None and not (out / "walk_pose.mp4").exists()
+    assert record["tracking"] == {"metric": "iou", "motion": False, "max_age": 7}
     # unsmoothed, the stand-in network puts every keypoint at the box centre
     person = record["frames"][3]["instances"][0]
     x1, y1, x2, y2 = person["bbox"]
