@@ -1,8 +1,13 @@
-"""Dense predictors end to end (resize/pad, forward, crop/resize back): images per second and peak memory.
+"""Dense predictors end to end (resize/pad, forward, crop/resize back): images per second and peak memory,
+against the network alone.
 
 Each (task, size, batch) runs in its own process, so the peak resident memory reported is that run's alone
 (on CUDA: the peak allocated GPU memory). Weights are random: speed does not depend on them. Photos are random
-too, of the size given by --photo. The last line per task compares batch 1 with the best batch.
+too, of the size given by --photo. "network" is the forward alone on an input batch of the network's size,
+the reference's way of timing it; "e2e / network" is what the predictor's pre- and post-processing add. The
+network's GFLOP/s (backbone attention included; head convolutions counted layer by layer) are set against
+this machine's dense fp32 matmul peak, measured in the same run. The last line per task compares batch 1
+with the best batch.
 
     python benchmarks/bench_dense.py --tasks seg,normal,pointmap,albedo --sizes 0.4b --batches 1,2,4
     python benchmarks/bench_dense.py --tasks matting --sizes 1b --batches 1,2
@@ -23,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, peak_rss_mib, print_table
+from common import backbone_flops, conv_flops, machine, matmul_peak_gflops, peak_rss_mib, print_table
 
 TASKS = ("seg", "normal", "pointmap", "albedo", "matting")
 
@@ -83,7 +88,20 @@ def worker(task: str, size: str, batch: int, args: argparse.Namespace) -> dict:
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib()
-    return {"images_per_s": batch / best, "ms_per_image": 1000 * best / batch, "peak_mib": peak}
+    x = torch.randn(batch, 3, *args.input, device=device, dtype=dtype)
+    with torch.no_grad():
+        features = network.backbone.forward_featmap(x)
+    flops = batch * backbone_flops(network.backbone.config, *args.input) + conv_flops(network.decode_head, features)
+    net_best = float("inf")
+    with torch.no_grad():
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            network(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            net_best = min(net_best, time.perf_counter() - t)
+    return {"images_per_s": batch / best, "ms_per_image": 1000 * best / batch, "peak_mib": peak,
+            "net_ms_per_image": 1000 * net_best / batch, "net_gflops": flops / net_best / 1e9}
 
 
 def main() -> None:
@@ -109,8 +127,9 @@ def main() -> None:
     passthrough = [f"--photo={args.photo[0]}x{args.photo[1]}", f"--input={args.input[0]}x{args.input[1]}",
                    f"--repeats={args.repeats}", f"--device={args.device}", f"--dtype={args.dtype}",
                    f"--threads={args.threads}"]
+    peak_gflops = matmul_peak_gflops()
     print(f"# {machine()}; photo {args.photo[0]}x{args.photo[1]}, input {args.input[0]}x{args.input[1]}, "
-          f"{args.device} {args.dtype}, best of {args.repeats}")
+          f"{args.device} {args.dtype}, best of {args.repeats}; fp32 matmul peak {peak_gflops:.0f} GFLOP/s")
     rows = []
     for task in args.tasks.split(","):
         if task not in TASKS:
@@ -122,21 +141,24 @@ def main() -> None:
                                       check=False, capture_output=True, text=True)
                 if proc.returncode != 0:
                     tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
-                    rows.append([task, size, batch, "failed", "", "", tail[:80]])
+                    rows.append([task, size, batch, "failed", "", "", "", "", "", tail[:80]])
                     continue
                 r = json.loads(proc.stdout.strip().splitlines()[-1])
                 runs[batch] = r
                 rows.append([task, size, batch, f"{r['images_per_s']:.3f}", f"{r['ms_per_image']:.0f}",
+                             f"{r['net_ms_per_image']:.0f}", f"{r['ms_per_image'] / r['net_ms_per_image']:.2f}",
+                             f"{r['net_gflops']:.0f}", f"{100 * r['net_gflops'] / peak_gflops:.0f}%",
                              f"{r['peak_mib']:.0f}", ""])
             if runs:
                 best = max(runs, key=lambda b: runs[b]["images_per_s"])
                 if 1 in runs:
                     gain = runs[best]["images_per_s"] / runs[1]["images_per_s"]
                     rows.append([task, size, f"best={best}", f"{runs[best]['images_per_s']:.3f}",
-                                 f"{runs[best]['ms_per_image']:.0f}", f"{runs[best]['peak_mib']:.0f}",
+                                 f"{runs[best]['ms_per_image']:.0f}", "", "", "", "", f"{runs[best]['peak_mib']:.0f}",
                                  f"x{gain:.2f} vs batch 1"])
     peak = "peak GPU MiB" if args.device.startswith("cuda") else "peak RSS MiB"
-    print_table(["task", "size", "batch", "images/s", "ms/image", peak, "note"], rows)
+    print_table(["task", "size", "batch", "images/s", "ms/image", "network ms/image", "e2e / network",
+                 "network GFLOP/s", "% of matmul peak", peak, "note"], rows)
 
 
 if __name__ == "__main__":

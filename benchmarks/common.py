@@ -90,3 +90,30 @@ def v1_backbone_flops(embed: int, depth: int, hidden: int, height: int, width: i
     n, c = (height // patch) * (width // patch), embed
     block = 2 * n * c * 3 * c + 2 * n * c * c + 2 * 2 * n * n * c + 2 * 2 * n * c * hidden
     return 2 * n * c * 3 * patch**2 + depth * block
+
+
+def conv_flops(module: torch.nn.Module, x: torch.Tensor) -> float:
+    """FLOPs of the convolutions and linear layers inside `module` for one call on `x` (2 per multiply-add),
+    counted from the shapes each layer sees. Attention matmuls are not layers: count those separately."""
+    total = 0.0
+
+    def count(layer: torch.nn.Module, inputs: tuple, out: torch.Tensor) -> None:
+        nonlocal total
+        if isinstance(layer, torch.nn.ConvTranspose2d):  # every input pixel scatters a k x k x out block
+            k = layer.kernel_size[0] * layer.kernel_size[1]
+            total += 2.0 * inputs[0].numel() * layer.out_channels // layer.groups * k
+        elif isinstance(layer, torch.nn.Conv2d):
+            k = layer.kernel_size[0] * layer.kernel_size[1]
+            total += 2.0 * out.numel() * layer.in_channels // layer.groups * k
+        elif isinstance(layer, torch.nn.Linear):
+            total += 2.0 * out.numel() * layer.in_features
+
+    hooks = [m.register_forward_hook(count) for m in module.modules()
+             if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))]
+    try:
+        with torch.no_grad():
+            module(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
