@@ -490,7 +490,7 @@ def keep_loaded_head(head: nn.Module, loaded: nn.Module | None, source: str, ini
 
 
 def ready_to_train(model: nn.Module, cfg: TrainConfig) -> nn.Module:
-    """Gradient checkpointing and backbone freezing as `model` asks, in training mode."""
+    """`model` with gradient checkpointing and backbone freezing as the config asks, in training mode."""
     model.backbone.grad_checkpointing = cfg.model.grad_checkpointing
     if cfg.model.freeze_backbone:
         model.backbone.requires_grad_(False)
