@@ -76,30 +76,28 @@ def worker(task: str, size: str, batch: int, args: argparse.Namespace) -> dict:
     predictor = predictor_for(task)(network, batch_size=batch, input_size=args.input)
     rng = np.random.default_rng(0)
     photos = [rng.integers(0, 256, (*args.photo, 3), dtype=np.uint8) for _ in range(batch)]
+    def timed(fn) -> float:
+        """Best of --repeats (on CUDA, to the end of the queued kernels)."""
+        best = float("inf")
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            best = min(best, time.perf_counter() - t)
+        return best
+
     predictor(photos)  # warm-up
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    best = float("inf")
-    for _ in range(args.repeats):
-        t = time.perf_counter()
-        predictor(photos)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t)
+    best = timed(lambda: predictor(photos))
     peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else peak_rss_mib()
     x = torch.randn(batch, 3, *args.input, device=device, dtype=dtype)
     with torch.no_grad():
         features = network.backbone.forward_featmap(x)
-    flops = batch * backbone_flops(network.backbone.config, *args.input) + conv_flops(network.decode_head, features)
-    net_best = float("inf")
-    with torch.no_grad():
-        for _ in range(args.repeats):
-            t = time.perf_counter()
-            network(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            net_best = min(net_best, time.perf_counter() - t)
+        flops = batch * backbone_flops(network.backbone.config, *args.input) + conv_flops(network.decode_head, features)
+        net_best = timed(lambda: network(x))
     return {"images_per_s": batch / best, "ms_per_image": 1000 * best / batch, "peak_mib": peak,
             "net_ms_per_image": 1000 * net_best / batch, "net_gflops": flops / net_best / 1e9}
 
