@@ -133,16 +133,20 @@ class Sapiens1Backbone(nn.Module):
         self.ln1 = nn.LayerNorm(cfg.embed_dim, eps=1e-6)
         self.grad_checkpointing = False  # fine-tuning: recompute each layer in the backward pass
 
-    def init_weights(self) -> None:
+    def init_weights(self) -> Sapiens1Backbone:
         """Random weights for training without a checkpoint, in the ViT convention: truncated normal (std
-        0.02) positions, cls token and linear weights, zero biases, unit LayerNorms."""
-        for name, p in self.named_parameters():
-            if name.endswith("bias"):
-                nn.init.zeros_(p)
-            elif ".ln" in f".{name}" and name.endswith("weight"):
-                nn.init.ones_(p)
-            elif p.ndim == 2 or name in ("pos_embed", "cls_token"):
-                nn.init.trunc_normal_(p, std=0.02)
+        0.02) positions, cls token and linear weights, zero biases, unit LayerNorms. Returns self."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        for token in (self.pos_embed, getattr(self, "cls_token", None)):
+            if token is not None:
+                nn.init.trunc_normal_(token, std=0.02)
+        return self
 
     @property
     def blocks(self) -> nn.ModuleList:

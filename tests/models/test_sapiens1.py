@@ -168,3 +168,15 @@ def test_safetensors_metadata_settles_what_v1_shapes_cannot_tell(tmp_path):
     x = torch.randn(1, 3, 64, 48)
     with torch.no_grad():
         assert torch.allclose(model(x), net(x), atol=1e-6)
+
+
+def test_random_init_for_training_from_scratch():
+    from sapiens2.models.sapiens1 import Sapiens1Backbone, Sapiens1Config
+
+    torch.manual_seed(0)
+    bb = Sapiens1Backbone(Sapiens1Config(64, 2, 2, with_cls_token=True, pos_grid=(8, 8))).init_weights()
+    sd = bb.state_dict()
+    assert torch.equal(sd["layers.0.ln1.weight"], torch.ones(64)) and torch.equal(sd["ln1.bias"], torch.zeros(64))
+    assert torch.equal(sd["layers.1.attn.qkv.bias"], torch.zeros(192))
+    for key in ("layers.0.ffn.layers.0.0.weight", "pos_embed", "cls_token"):
+        assert 0.015 < float(sd[key].std()) < 0.025
