@@ -409,6 +409,10 @@ def load_init(cfg: TrainConfig) -> nn.Module:
     from sapiens2.checkpoint import UnsafeCheckpointError
 
     m = cfg.model
+    if str(m.init).lower().endswith(".pt2"):
+        raise ConfigError("model.init", f"{m.init} is a Sapiens v1 lite program (TorchScript / torch.export), not "
+                          "weights to fine-tune: use the original .pth of the same model (with model.allow_pickle "
+                          "= true) or its official name")
     rope = torch.float32 if m.rope_dtype == "float32" else torch.bfloat16
     try:
         return sapiens2.load(m.init, rope_dtype=rope, allow_pickle=m.allow_pickle)

@@ -112,6 +112,10 @@ def test_a_pth_needs_allow_pickle_in_the_config(tmp_path):
     cfg = config_from_dict(_v1_cfg(tmp_path, "seg", init=str(pth), allow_pickle=True))
     model, _ = tasks.build_network(cfg)
     assert isinstance(model, Sapiens1TaskModel)
+    lite = tmp_path / "sapiens_0.3b_goliath_best_goliath_mIoU_7673_epoch_194_torchscript.pt2"
+    lite.write_bytes(b"PK")
+    with pytest.raises(ConfigError, match="lite program .* not weights to fine-tune"):
+        tasks.build_network(config_from_dict(_v1_cfg(tmp_path, "seg", init=str(lite))))
 
 
 def test_a_v1_task_checkpoint_gives_backbone_and_head(tmp_path):
