@@ -25,6 +25,16 @@ def shared() -> Path:
     return SHARED
 
 
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test. Tiny models run several times faster on one thread than on two
+    (thread sync dominates), and far faster when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def write_sparse_safetensors(layout: dict[str, tuple[list[int], str]], path: Path) -> Path:
     """A valid safetensors file with the given keys/shapes/dtypes whose data is all zeros.
 

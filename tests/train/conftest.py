@@ -135,14 +135,8 @@ def tiny_config(task: str, work_dir: Path, data: dict, **train) -> dict:
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train ~10x faster on one thread than on two busy ones (thread sync dominates)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _tiny_models_on_one_thread(one_thread):
+    """Every test here runs tiny models: see `one_thread` in tests/conftest.py."""
 
 
 V1_TASKS = ("pose", "seg", "normal", "depth")
