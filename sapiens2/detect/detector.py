@@ -17,8 +17,8 @@ import torch
 from sapiens2.detect.checkpoint import load_detector
 from sapiens2.detect.pipeline import (
     SAPIENS2_SETTINGS,
-    DetectionSettings,
     Detections,
+    DetectionSettings,
     decode,
     filter_people,
     finish,
@@ -27,6 +27,7 @@ from sapiens2.detect.pipeline import (
     normalize_bgr,
 )
 from sapiens2.detect.rtmdet import RTMDet, RTMDetConfig
+from sapiens2.io.images import as_image
 
 DETECTOR_HUB_REPO = "facebook/sapiens-pose-bbox-detector"
 DETECTOR_FILENAME = "rtmdet_m.pth"
@@ -83,7 +84,7 @@ class PersonDetector:
         size = self.settings.input_size
         dtype = next(self.model.parameters()).dtype
         for start in range(0, len(images), self.batch_size):
-            chunk = [_check_image(im) for im in images[start:start + self.batch_size]]
+            chunk = [as_image(im) for im in images[start:start + self.batch_size]]
             placed = [letterbox(im[:, :, ::-1] if order == "RGB" else im, size) for im in chunk]
             x = normalize_bgr(np.stack([canvas for canvas, _ in placed]), self.device).to(dtype)
             cls_scores, bbox_preds = self.model(x)
@@ -103,10 +104,3 @@ class PersonDetector:
                 people = full_image_box(*image.shape[:2])
             results.append(people)
         return results[0] if single else results
-
-
-def _check_image(image: np.ndarray) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        desc = f"shape {image.shape} dtype {image.dtype}" if isinstance(image, np.ndarray) else type(image).__name__
-        raise ValueError(f"expected an H x W x 3 uint8 image, got {desc}")
-    return image

@@ -10,6 +10,7 @@ from sapiens2.io.images import (
     TruncatedImageError,
     UnreadableImageError,
     UnsupportedImageFormatError,
+    as_image,
     decode_image,
     is_image_path,
     read_image,

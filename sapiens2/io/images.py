@@ -170,6 +170,35 @@ def read_image(
     return decode_image(data, os.fspath(path), max_pixels=max_pixels, background=background)
 
 
+ImageLike = np.ndarray | str | os.PathLike
+
+
+def as_image(image: ImageLike) -> np.ndarray:
+    """An H x W x 3 uint8 RGB array, decoded from a path when given one; anything else is a clear error.
+
+    The one input check of the predictors and the detector, so every entry point refuses the same things
+    with the same words."""
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if type(image).__module__.startswith("torch"):
+        raise TypeError("give images as H x W x 3 uint8 numpy arrays (RGB) or paths, not torch tensors")
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"an image must be an H x W x 3 uint8 RGB array or a path, not {type(image).__name__}")
+    expected = "expected an H x W x 3 uint8 RGB image"
+    if image.ndim == 2:
+        raise ValueError(f"{expected}, got a 2-D array {image.shape} (replicate a grey image with "
+                         "np.repeat(img[..., None], 3, axis=2))")
+    if image.ndim != 3 or image.shape[2] != 3:
+        alpha = " (drop or composite the alpha channel first)" if image.ndim == 3 and image.shape[2] == 4 else ""
+        raise ValueError(f"{expected}, got shape {image.shape}{alpha}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"{expected}, got dtype {image.dtype}; convert floats in [0, 1] with "
+                         "(img * 255).round().astype(np.uint8)")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"{expected}, got an empty image of shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
 def decode_image(
     data: bytes | bytearray | memoryview,
     name: str,

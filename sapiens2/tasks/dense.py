@@ -43,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sapiens2.io import read_image
+from sapiens2.io.images import ImageLike, as_image
+from sapiens2.models.sapiens1 import Sapiens1Backbone, trained_input_size
 from sapiens2.tasks import camera
 from sapiens2.tasks.dense_models import resolve_model
 from sapiens2.tasks.masks import foreground_mask
@@ -58,12 +59,10 @@ from sapiens2.tasks.resize import (
     to_source,
     to_source_smooth,
 )
-from sapiens2.models.sapiens1 import Sapiens1Backbone, trained_input_size
 from sapiens2.tasks.seg29 import SegClasses, seg28, seg29
 from sapiens2.vis import dense as vis
 from sapiens2.zoo import DENSE_INPUT
 
-ImageLike = np.ndarray | str | os.PathLike
 R = TypeVar("R")
 
 __all__ = [
@@ -86,29 +85,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-
-
-def as_image(image: ImageLike) -> np.ndarray:
-    """An H x W x 3 uint8 RGB array, decoded from a path when given one; anything else is a clear error."""
-    if isinstance(image, (str, os.PathLike)):
-        return read_image(image)
-    if isinstance(image, torch.Tensor):
-        raise TypeError("give images as H x W x 3 uint8 numpy arrays (RGB) or paths, not torch tensors")
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"an image must be an H x W x 3 uint8 RGB array or a path, not {type(image).__name__}")
-    if image.ndim == 2:
-        raise ValueError(f"got a 2-D array {image.shape}: images must be H x W x 3 RGB "
-                         "(replicate a grey image with np.repeat(img[..., None], 3, axis=2))")
-    if image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"images must be H x W x 3 RGB, got shape {image.shape}"
-                         + (" (drop or composite the alpha channel first)" if image.ndim == 3 and image.shape[2] == 4
-                            else ""))
-    if image.dtype != np.uint8:
-        raise ValueError(f"images must be uint8 (0..255), got {image.dtype}; convert floats in [0, 1] with "
-                         "(img * 255).round().astype(np.uint8)")
-    if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"got an empty image of shape {image.shape}")
-    return np.ascontiguousarray(image)
 
 
 def _as_list(images: ImageLike | Sequence[ImageLike]) -> tuple[list[ImageLike], bool]:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from sapiens2.detect.pipeline import full_image_box as whole_image_box
-from sapiens2.io.images import read_image
+from sapiens2.io.images import as_image
 from sapiens2.keypoints.convert import ConvertedKeypoints, convert_keypoints
 from sapiens2.keypoints.metadata import KeypointSet, keypoint_set_for
 from sapiens2.models.sapiens1 import trained_input_size
@@ -207,7 +207,7 @@ class Pose:
         if boxes is not None and len(boxes) != len(batch):
             raise ValueError(f"{len(batch)} images but {len(boxes)} box lists")
         paths = [Path(x) if isinstance(x, (str, os.PathLike)) else None for x in batch]
-        arrays = [read_image(x) if p is not None else _check_image(x) for x, p in zip(batch, paths)]
+        arrays = [as_image(x) for x in batch]
         detected = self.detect(arrays) if boxes is None and self.detector is not None else None
         sources, per_image = [], []
         for i, image in enumerate(arrays):
@@ -271,10 +271,3 @@ class Pose:
             flipped = self.network(x.flip(-1))
             heat = average_flip_heatmaps(heat, flipped, self.keypoint_set.flip_indices)
         return heat.float().cpu().numpy()
-
-
-def _check_image(image: np.ndarray) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        shape = getattr(image, "shape", None)
-        raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {type(image).__name__} {shape}")
-    return image
