@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from sapiens2.io import IMAGE_EXTENSIONS, read_image
-from sapiens2.metrics.readers import read_label_map, read_map, read_mask
+from sapiens2.metrics.readers import file_stem, read_label_map, read_map, read_mask
 from sapiens2.train.config import ConfigError, DatasetConfig
 from sapiens2.train.datasets.base import SampleSource
 
@@ -28,26 +28,18 @@ ARRAYS = (".npy", ".npz")
 IGNORE = 255
 
 
-def _stem(p: Path) -> str:
-    return p.name.split(".", 1)[0]
-
-
 def _index(folder: Path, suffixes: tuple[str, ...], field: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise ConfigError(field, f"{folder}: no such folder")
-    return {_stem(p): p for p in sorted(folder.iterdir()) if p.suffix.lower() in suffixes}
+    return {file_stem(p): p for p in sorted(folder.iterdir()) if p.suffix.lower() in suffixes}
 
-
-def _under(root: Path, name: str) -> Path:
-    p = Path(name)
-    return p if p.is_absolute() else root / p
 
 
 class SegFolder(SampleSource):
     def __init__(self, cfg: DatasetConfig, where: str = "data") -> None:
         root = Path(cfg.root)
-        images = _index(_under(root, cfg.images or "images"), tuple(IMAGE_EXTENSIONS), f"{where}.images")
-        labels = _index(_under(root, cfg.labels), (".png", ".npy", ".npz", ".bmp", ".tif", ".tiff"), f"{where}.labels")
+        images = _index(root / (cfg.images or "images"), tuple(IMAGE_EXTENSIONS), f"{where}.images")
+        labels = _index(root / cfg.labels, (".png", ".npy", ".npz", ".bmp", ".tif", ".tiff"), f"{where}.labels")
         self.stems = sorted(images.keys() & labels.keys())
         if not self.stems:
             raise ConfigError(f"{where}.root", f"{root}: no image has a label file with the same name")
@@ -78,17 +70,17 @@ class DenseFolder(SampleSource):
     def __init__(self, task: str, cfg: DatasetConfig, where: str = "data") -> None:
         self.task = task
         root = Path(cfg.root)
-        images = _index(_under(root, cfg.images or "rgb"), tuple(IMAGE_EXTENSIONS), f"{where}.images")
+        images = _index(root / (cfg.images or "rgb"), tuple(IMAGE_EXTENSIONS), f"{where}.images")
         target_exts = ARRAYS if task in ("normal", "pointmap", "depth") else (*ARRAYS, ".png", ".jpg", ".jpeg", ".tif", ".tiff")
-        targets = _index(_under(root, cfg.target or TARGET_DIRS[task]), target_exts, f"{where}.target")
+        targets = _index(root / (cfg.target or TARGET_DIRS[task]), target_exts, f"{where}.target")
         stems = images.keys() & targets.keys()
         self.masks: dict[str, Path] | None = None
-        if cfg.mask and (task != "matting" or _under(root, cfg.mask).is_dir()):
-            self.masks = _index(_under(root, cfg.mask), (*tuple(IMAGE_EXTENSIONS), *ARRAYS), f"{where}.mask")
+        if cfg.mask and (task != "matting" or (root / cfg.mask).is_dir()):
+            self.masks = _index(root / cfg.mask, (*tuple(IMAGE_EXTENSIONS), *ARRAYS), f"{where}.mask")
             stems &= self.masks.keys()
         self.intrinsics: dict[str, Path] = {}
         if task == "pointmap":
-            self.intrinsics = _index(_under(root, cfg.intrinsics), (".txt", ".npy"), f"{where}.intrinsics")
+            self.intrinsics = _index(root / cfg.intrinsics, (".txt", ".npy"), f"{where}.intrinsics")
             stems &= self.intrinsics.keys()
         self.stems = sorted(stems)
         if not self.stems:

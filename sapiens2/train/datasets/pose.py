@@ -40,14 +40,14 @@ def _points(ann: dict, field: str) -> list:
 class CocoKeypoints(SampleSource):
     def __init__(self, cfg: DatasetConfig, where: str = "data") -> None:
         root = Path(cfg.root)
-        ann_path = _under(root, cfg.annotations or "")
+        ann_path = root / (cfg.annotations or "")
         try:
             coco = json.loads(ann_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{where}.annotations", f"{ann_path}: no such file") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{where}.annotations", f"{ann_path} is not valid JSON: {e}") from None
-        self.image_dir = _under(root, cfg.images) if cfg.images else root
+        self.image_dir = root / cfg.images if cfg.images else root
         images = {im["id"]: im for im in coco.get("images", [])}
         anns = [a for a in coco.get("annotations", []) if a.get("category_id", 1) == 1]
         field = cfg.keypoints_field or next((f for f in FIELDS if any(_has(a, f) for a in anns)), None)
@@ -137,10 +137,6 @@ class CocoKeypoints(SampleSource):
         idx = np.arange(kset.num_keypoints) if self.indices is None else self.indices
         return np.asarray(kset.sigmas, np.float64)[idx]
 
-
-def _under(root: Path, name: str) -> Path:
-    p = Path(name)
-    return p if p.is_absolute() else root / p
 
 
 def _clip_box(bbox, im: dict) -> np.ndarray | None:
