@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import _block_flops, best_time, machine, matmul_peak_gflops, print_table  # noqa: E402
+from common import _block_flops, best_time, hw, machine, matmul_peak_gflops, print_table  # noqa: E402
 
 from sapiens2.models import ARCHS, build_model  # noqa: E402
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ratio", type=float, default=0.75, help="masked fraction of the windows")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args(argv)
-    h, w = (int(v) for v in args.input.lower().split("x"))
+    h, w = hw(args.input)
     cfg = replace(ARCHS["1b-4k"], depth=1)  # only the tokenizer is timed
     tokenizer = build_model(cfg, "pretrain").tokenizer.eval()
     ws, grid = cfg.window_size, (h // 16, w // 16)

@@ -28,14 +28,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import backbone_flops, conv_flops, machine, matmul_peak_gflops, peak_rss_mib, print_table
+from common import backbone_flops, conv_flops, hw, machine, matmul_peak_gflops, peak_rss_mib, print_table
 
 TASKS = ("seg", "normal", "pointmap", "albedo", "matting")
-
-
-def _pair(text: str) -> tuple[int, int]:
-    h, w = text.lower().split("x")
-    return int(h), int(w)
 
 
 def build_network(task: str, size: str, input_size: tuple[int, int]) -> torch.nn.Module:
@@ -107,8 +102,8 @@ def main() -> None:
     parser.add_argument("--tasks", default="seg,normal,pointmap,albedo", help=f"comma list of {', '.join(TASKS)}")
     parser.add_argument("--sizes", default="0.4b", help="model sizes, comma list (0.4b, 0.8b, 1b, 5b, tiny)")
     parser.add_argument("--batches", default="1,2,4", help="batch sizes, comma list")
-    parser.add_argument("--photo", type=_pair, default=(1080, 1920), help="photo size HxW (default 1080x1920)")
-    parser.add_argument("--input", type=_pair, default=(1024, 768), help="network input HxW (default 1024x768)")
+    parser.add_argument("--photo", type=hw, default=(1080, 1920), help="photo size HxW (default 1080x1920)")
+    parser.add_argument("--input", type=hw, default=(1024, 768), help="network input HxW (default 1024x768)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, peak_rss_mib, print_table  # noqa: E402
+from common import hw, machine, peak_rss_mib, print_table  # noqa: E402
 
 TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting", "depth")
 TINY_BACKBONE = {"embed_dim": 32, "depth": 2, "num_heads": 2, "ffn_hidden": 64, "n_storage_tokens": 2}
@@ -36,11 +36,6 @@ TINY_HEADS = {
 DECAY = {"0.1b": 0.8, "0.4b": 0.8, "0.8b": 0.85, "1b": 0.9, "5b": 0.94}
 V1_TINY_BACKBONE = {"embed_dim": 32, "depth": 2, "num_heads": 2}
 V1_TINY_HEAD = {"deconv_channels": [16, 16], "conv_channels": [16]}
-
-
-def _pair(text: str) -> tuple[int, int]:
-    h, w = text.lower().split("x")
-    return int(h), int(w)
 
 
 def _config(task: str, size: str, input_size: tuple[int, int], batch: int, precision: str, ckpt: bool):
@@ -135,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="comma-separated official sizes (Sapiens v1: v1-0.3b, ...), or tiny / v1-tiny")
     ap.add_argument("--precisions", default="bf16,fp32")
     ap.add_argument("--batch", type=int, default=1, help="images per step (per GPU)")
-    ap.add_argument("--input", type=_pair, default=(1024, 768), help="network input HxW")
+    ap.add_argument("--input", type=hw, default=(1024, 768), help="network input HxW")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--grad-checkpointing", action="store_true")

@@ -59,6 +59,12 @@ def best_time(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     return best
 
 
+def hw(text: str) -> tuple[int, int]:
+    """'1024x768' -> (1024, 768): an (H, W) size given on the command line."""
+    h, w = text.lower().split("x")
+    return int(h), int(w)
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
