@@ -7,6 +7,7 @@ import os
 import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,6 +24,11 @@ def shared() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared (reference fixtures and spec) is not beside the repository")
     return SHARED
+
+
+def random_photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """An H x W x 3 uint8 RGB image of uniform noise: a photo for tests where the content does not matter."""
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 @pytest.fixture

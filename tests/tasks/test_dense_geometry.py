@@ -19,13 +19,10 @@ from sapiens2.tasks.resize import (
     stretch_placement,
     to_source_smooth,
 )
+from tests.conftest import random_photo
 from tests.tasks._dense_tiny import SMALL_INPUT, Coordinates, Identity
 
 ODD_SIZES = [(333, 517), (517, 333)]
-
-
-def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 @pytest.mark.parametrize("source", [(333, 517), (517, 333), (1024, 768), (100, 100), (2000, 301)])
@@ -51,7 +48,7 @@ def test_stretch_interpolation_depends_on_the_width_only():
 @pytest.mark.parametrize("policy", ["pad", "stretch-cubic", "stretch-area", "stretch-linear"])
 def test_resizing_rgb_equals_resizing_bgr_then_flipping(policy):
     size = (70, 90) if policy == "stretch-area" else (33, 21)
-    img = _photo(*size, seed=1)
+    img = random_photo(*size, seed=1)
     if policy == "pad":
         where = pad_placement(size, (64, 48))
     else:
@@ -74,7 +71,7 @@ def test_padding_is_zero_before_normalisation():
 
 def test_unpadding_is_exact_when_no_resampling_is_needed():
     # 64 x 30 fits a 64 x 48 input at scale 1: the crop must give the photo back pixel for pixel.
-    img = _photo(64, 30, seed=2)
+    img = random_photo(64, 30, seed=2)
     out = Normals(Identity("normal"), input_size=SMALL_INPUT)(img).normals
     expected = F.normalize(normalize(img[None]), dim=1, eps=1e-8)[0].permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(out, expected)
@@ -90,7 +87,7 @@ def _expected_coordinate(n_out: int, n_in: int, offset: int) -> np.ndarray:
 
 def _check_coordinates(size, input_size, margin):
     h, w = size
-    result = Pointmap(Coordinates(), input_size=input_size)(_photo(h, w))
+    result = Pointmap(Coordinates(), input_size=input_size)(random_photo(h, w))
     (nh, nw), (left, _, top, _) = result.placement.size, result.placement.pad
     assert result.points.shape == (h, w, 3)
     rows, cols = _expected_coordinate(h, nh, top), _expected_coordinate(w, nw, left)

@@ -8,7 +8,13 @@ import pytest
 
 from sapiens2.io import read_image
 from sapiens2.io.writers import write_image, write_npy
-from sapiens2.tasks.dense import AlbedoResult, MattingResult, NormalsResult, Pointmap, Segmenter
+from sapiens2.tasks.dense import (
+    AlbedoResult,
+    MattingResult,
+    NormalsResult,
+    Pointmap,
+    Segmenter,
+)
 from sapiens2.tasks.dense_outputs import (
     output_stem,
     picture,
@@ -22,11 +28,8 @@ from sapiens2.tasks.dense_outputs import (
 )
 from sapiens2.tasks.masks import find_saved_mask, foreground_mask
 from sapiens2.tasks.ply import read_ply
+from tests.conftest import random_photo
 from tests.tasks._dense_tiny import SMALL_INPUT, Coordinates, HalvesLogits
-
-
-def _photo(h: int, w: int) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 def test_output_stem_cuts_at_the_first_dot():
@@ -34,7 +37,7 @@ def test_output_stem_cuts_at_the_first_dot():
 
 
 def test_segmentation_files_read_back(tmp_path):
-    seg = Segmenter(HalvesLogits(3, 28), input_size=SMALL_INPUT, probabilities=True)(_photo(30, 40))
+    seg = Segmenter(HalvesLogits(3, 28), input_size=SMALL_INPUT, probabilities=True)(random_photo(30, 40))
     paths = save_segmentation(seg, tmp_path, "x", probabilities=True)
     assert [p.name for p in paths] == ["x_seg.npy", "x_seg.png", "x_seg_probs.npz"]
     labels = np.load(tmp_path / "x_seg.npy")
@@ -56,7 +59,7 @@ def test_array_outputs_read_back(tmp_path):
 
 
 def test_pointmap_outputs(tmp_path):
-    img = _photo(40, 25)
+    img = random_photo(40, 25)
     pm = Pointmap(Coordinates(), input_size=SMALL_INPUT)(img)
     paths = save_result(pm, tmp_path, "p", img)
     assert {p.name for p in paths} == {"p_depth.npy", "p_points.npy", "p.ply"}
@@ -69,7 +72,7 @@ def test_pointmap_outputs(tmp_path):
 def test_matting_outputs(tmp_path):
     alpha = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
     result = MattingResult(alpha, alpha[..., None] * np.array([1.0, 0.5, 0.0], np.float32))
-    img = _photo(3, 4)
+    img = random_photo(3, 4)
     save_matting(result, tmp_path, "m", img, npz=True)
     a16 = cv2.imread(str(tmp_path / "m_alpha.png"), cv2.IMREAD_UNCHANGED)
     assert a16.dtype == np.uint16
@@ -81,7 +84,7 @@ def test_matting_outputs(tmp_path):
 
 
 def test_pictures_are_photo_and_result_side_by_side(tmp_path):
-    img = _photo(30, 40)
+    img = random_photo(30, 40)
     seg = Segmenter(HalvesLogits(0, 5), input_size=SMALL_INPUT)(img)
     pic = picture(seg, img)
     assert pic.shape == (30, 80, 3)

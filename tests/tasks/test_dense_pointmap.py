@@ -8,17 +8,14 @@ import pytest
 from sapiens2.tasks.camera import CANONICAL_FOCAL, estimate_focal, focal_from_scale
 from sapiens2.tasks.dense import Pointmap
 from sapiens2.tasks.ply import read_ply, write_ply
+from tests.conftest import random_photo
 from tests.tasks._dense_tiny import SMALL_INPUT, Coordinates
 
 
-def _photo(h: int, w: int) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-
-
 def test_points_are_the_network_points_divided_by_the_scale():
-    one = Pointmap(Coordinates(1.0), input_size=SMALL_INPUT)(_photo(40, 25))
+    one = Pointmap(Coordinates(1.0), input_size=SMALL_INPUT)(random_photo(40, 25))
     # The stand-in multiplies its points by the scale it reports, so metric points do not depend on it...
-    four = Pointmap(Coordinates(4.0), input_size=SMALL_INPUT)(_photo(40, 25))
+    four = Pointmap(Coordinates(4.0), input_size=SMALL_INPUT)(random_photo(40, 25))
     np.testing.assert_allclose(four.points, one.points, atol=1e-5)
     assert four.scale == 4.0
     np.testing.assert_array_equal(one.depth, one.points[..., 2])
@@ -26,7 +23,7 @@ def test_points_are_the_network_points_divided_by_the_scale():
 
 
 def test_each_image_of_a_batch_keeps_its_own_scale_and_points():
-    results = Pointmap(Coordinates(2.0), input_size=SMALL_INPUT, batch_size=3)([_photo(40, 25)] * 3)
+    results = Pointmap(Coordinates(2.0), input_size=SMALL_INPUT, batch_size=3)([random_photo(40, 25)] * 3)
     for i, r in enumerate(results):
         np.testing.assert_allclose(r.depth, 1.0 + i, atol=1e-6)
 
@@ -65,7 +62,7 @@ def test_focal_estimate_uses_the_mask_and_skips_invalid_points():
 
 def test_focal_from_scale_converts_to_photo_pixels():
     assert focal_from_scale(2.0, 0.5) == CANONICAL_FOCAL / 2.0 / 0.5
-    result = Pointmap(Coordinates(2.0), input_size=SMALL_INPUT)(_photo(128, 96))  # resize factor 0.5
+    result = Pointmap(Coordinates(2.0), input_size=SMALL_INPUT)(random_photo(128, 96))  # resize factor 0.5
     assert result.placement.scale == (0.5, 0.5)
     assert result.focal_from_scale == pytest.approx(768.0 / 2.0 / 0.5)
 
@@ -91,7 +88,7 @@ def test_ply_without_colours_and_empty(tmp_path):
 
 
 def test_pointmap_ply_holds_the_foreground_points_with_photo_colours(tmp_path):
-    img = _photo(40, 25)
+    img = random_photo(40, 25)
     result = Pointmap(Coordinates(), input_size=SMALL_INPUT)(img)
     mask = np.zeros((40, 25), bool)
     mask[5:15, 3:9] = True

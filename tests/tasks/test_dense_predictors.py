@@ -23,13 +23,16 @@ from sapiens2.tasks.dense import (
 )
 from sapiens2.tasks.dense_models import resolve_model
 from sapiens2.tasks.seg29 import seg29
-from tests.tasks._dense_tiny import POINTMAP_INPUT, SMALL_INPUT, ConstantMatte, HalvesLogits, tiny_model
+from tests.conftest import random_photo
+from tests.tasks._dense_tiny import (
+    POINTMAP_INPUT,
+    SMALL_INPUT,
+    ConstantMatte,
+    HalvesLogits,
+    tiny_model,
+)
 
 SIZES = [(333, 517), (517, 333)]
-
-
-def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +48,7 @@ def predictors():
 
 @pytest.mark.parametrize("size", SIZES)
 def test_every_output_has_the_photo_size(predictors, size):
-    img = _photo(*size)
+    img = random_photo(*size)
     h, w = size
     seg = predictors["seg"](img)
     assert seg.labels.shape == (h, w) and seg.labels.dtype == np.uint8
@@ -64,20 +67,20 @@ def test_every_output_has_the_photo_size(predictors, size):
 
 
 def test_renormalize_gives_unit_normals():
-    img = _photo(333, 517)
+    img = random_photo(333, 517)
     n = Normals(tiny_model("normal"), input_size=SMALL_INPUT, renormalize=True)(img).normals
     np.testing.assert_allclose(np.linalg.norm(n, axis=-1), 1.0, atol=1e-5)
 
 
 def test_chunked_argmax_equals_the_full_argmax(predictors):
-    img = _photo(517, 333, seed=3)
+    img = random_photo(517, 333, seed=3)
     fast = Segmenter(predictors["seg"].network, input_size=SMALL_INPUT)(img)
     np.testing.assert_array_equal(fast.labels, predictors["seg"](img).labels)
     assert fast.probabilities is None
 
 
 def test_batches_give_the_same_results_as_single_images():
-    imgs = [_photo(333, 517, 1), _photo(517, 333, 2), _photo(100, 90, 3)]
+    imgs = [random_photo(333, 517, 1), random_photo(517, 333, 2), random_photo(100, 90, 3)]
     one = Albedo(tiny_model("albedo"), input_size=SMALL_INPUT, batch_size=1)(imgs)
     three = Albedo(tiny_model("albedo"), input_size=SMALL_INPUT, batch_size=3)(imgs)
     for a, b in zip(one, three):
@@ -87,7 +90,7 @@ def test_batches_give_the_same_results_as_single_images():
 def test_paths_are_decoded(tmp_path, predictors):
     from sapiens2.io.writers import write_image
 
-    img = _photo(40, 30)
+    img = random_photo(40, 30)
     path = write_image(tmp_path / "p.png", img)
     np.testing.assert_array_equal(predictors["seg"](path).labels, predictors["seg"](img).labels)
 
@@ -99,17 +102,17 @@ def test_label_ids_and_palette_come_from_seg29_json(shared):
     np.testing.assert_array_equal(classes.palette, np.array(spec["palette_rgb"], np.uint8))
     hair, torso = classes.index("Hair"), classes.index("torso")
     assert (hair, torso) == (4, 22)
-    seg = Segmenter(HalvesLogits(hair, torso), input_size=SMALL_INPUT)(_photo(30, 40))
+    seg = Segmenter(HalvesLogits(hair, torso), input_size=SMALL_INPUT)(random_photo(30, 40))
     assert (seg.labels[:, :20] == hair).all() and (seg.labels[:, 20:] == torso).all()
     assert seg.mask_of("Hair").sum() == 30 * 20 and seg.foreground.all()
     np.testing.assert_array_equal(seg.colors()[0, 0], spec["palette_rgb"][4])
 
 
 def test_matting_outputs_are_split_and_clamped():
-    result = Matting(ConstantMatte(), input_size=SMALL_INPUT)(_photo(50, 70))
+    result = Matting(ConstantMatte(), input_size=SMALL_INPUT)(random_photo(50, 70))
     np.testing.assert_allclose(result.alpha, 0.5)
     np.testing.assert_allclose(result.foreground, np.broadcast_to([0.1, 0.2, 0.3], (50, 70, 3)), atol=1e-7)
-    rgba = result.rgba(_photo(50, 70))
+    rgba = result.rgba(random_photo(50, 70))
     assert rgba.shape == (50, 70, 4) and (np.abs(rgba[..., 3].astype(int) - 128) <= 1).all()
 
 
@@ -118,7 +121,7 @@ def test_pipeline_resizes_once_per_geometry_and_attaches_the_seg_mask(predictors
     # seg and matting both shrink with INTER_AREA; normal and albedo share the padded input; pointmap feeds
     # another input size here.
     assert pipeline.shared_inputs((333, 517)) == 3
-    img = _photo(333, 517)
+    img = random_photo(333, 517)
     out = pipeline([img, img])
     assert len(out) == 2 and set(out[0]) == set(predictors)
     np.testing.assert_array_equal(out[0]["normal"].mask, out[0]["seg"].foreground)
@@ -149,7 +152,7 @@ def test_matting_checkpoint_loads_strictly(tmp_path):
     x = torch.randn(1, 3, *SMALL_INPUT)
     with torch.inference_mode():
         torch.testing.assert_close(loaded(x), model(x))
-    assert Matting(path, input_size=SMALL_INPUT)(_photo(20, 20)).alpha.shape == (20, 20)
+    assert Matting(path, input_size=SMALL_INPUT)(random_photo(20, 20)).alpha.shape == (20, 20)
     del state["decode_head.conv_layers.3.bias"]
     save_file(state, tmp_path / "damaged.safetensors")
     with pytest.raises(sapiens2.CheckpointMismatchError, match="conv_layers.3.bias"):
@@ -175,7 +178,7 @@ def test_unknown_matting_names_are_refused():
 
 
 def test_a_stacked_array_is_a_batch_and_a_matte_can_mask():
-    imgs = np.stack([_photo(40, 30, 1), _photo(40, 30, 2)])
+    imgs = np.stack([random_photo(40, 30, 1), random_photo(40, 30, 2)])
     predictors = {"matting": Matting(ConstantMatte(), input_size=SMALL_INPUT),
                   "albedo": Albedo(tiny_model("albedo"), input_size=SMALL_INPUT)}
     out = run_tasks(imgs, predictors, mask_from="matting")

@@ -10,6 +10,7 @@ import torch
 from sapiens2.models.sapiens1 import Sapiens1Config, V1HeadConfig, build_sapiens1
 from sapiens2.tasks.dense import Depth, Normals, Segmenter
 from sapiens2.tasks.seg29 import seg28
+from tests.conftest import random_photo
 
 TINY = Sapiens1Config(embed_dim=32, depth=2, num_heads=2, pos_grid=(8, 6))
 INPUT = (128, 96)
@@ -20,15 +21,10 @@ def _v1(task: str, out: int, deconvs: int) -> torch.nn.Module:
     return build_sapiens1(TINY, task, V1HeadConfig(32, (8,) * deconvs, (8, 8), out)).eval()
 
 
-def _photo(h: int, w: int) -> np.ndarray:
-    rng = np.random.default_rng(1)
-    return rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-
-
 @pytest.mark.parametrize("size", [(333, 517), (517, 333)])
 def test_v1_segmentation_has_28_classes_and_the_photo_size(size):
     seg = Segmenter(_v1("seg", 28, 3), input_size=INPUT)
-    result = seg(_photo(*size))
+    result = seg(random_photo(*size))
     assert seg.generation == 1 and seg.classes == seg28() and len(seg.classes) == 28
     assert result.labels.shape == size and result.labels.max() < 28
     assert seg.classes.names[2] == "Face_Neck"
@@ -41,7 +37,7 @@ def test_v1_stretches_bilinearly_even_when_shrinking():
 
 
 def test_v1_normals_are_unit_after_resizing():
-    result = Normals(_v1("normal", 3, 3), input_size=INPUT)(_photo(101, 77))
+    result = Normals(_v1("normal", 3, 3), input_size=INPUT)(random_photo(101, 77))
     norms = np.linalg.norm(result.normals, axis=-1)
     assert result.normals.shape == (101, 77, 3)
     np.testing.assert_allclose(norms, 1.0, atol=1e-3)
@@ -49,7 +45,7 @@ def test_v1_normals_are_unit_after_resizing():
 
 def test_v1_depth_and_its_picture():
     depth = Depth(_v1("depth", 1, 4), input_size=INPUT)
-    result = depth(_photo(90, 70))
+    result = depth(random_photo(90, 70))
     assert result.depth.shape == (90, 70) and np.isfinite(result.depth).all()
     mask = np.zeros((90, 70), bool)
     mask[20:60, 10:50] = True

@@ -20,14 +20,11 @@ from sapiens2.vis.dense import (
     side_by_side,
     turbo,
 )
-
-
-def _photo(h: int, w: int) -> np.ndarray:
-    return np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+from tests.conftest import random_photo
 
 
 def test_segmentation_overlay_is_a_half_blend_with_the_palette():
-    img = _photo(4, 6)
+    img = random_photo(4, 6)
     labels = np.arange(24).reshape(4, 6) % 29
     out = draw_segmentation(img, labels)
     expected = np.round(0.5 * img.astype(np.float64) + 0.5 * seg29().palette[labels]).astype(np.uint8)
@@ -47,7 +44,7 @@ def test_normal_colours_and_black_background():
     np.testing.assert_array_equal(out[0, 1], [127, 0, 127])  # G = y
     np.testing.assert_array_equal(out[1, 0], [127, 127, 255])  # B = z
     np.testing.assert_array_equal(out[1, 1], [0, 0, 0])
-    img = _photo(2, 2)
+    img = random_photo(2, 2)
     np.testing.assert_array_equal(draw_normals(n, mask, img)[1, 1], img[1, 1])
 
 
@@ -95,6 +92,6 @@ def test_matting_composite_is_foreground_plus_the_uncovered_background():
 
 
 def test_side_by_side_needs_equal_heights():
-    assert side_by_side(_photo(3, 2), _photo(3, 5)).shape == (3, 7, 3)
+    assert side_by_side(random_photo(3, 2), random_photo(3, 5)).shape == (3, 7, 3)
     with pytest.raises(ValueError, match="differ in height"):
-        side_by_side(_photo(3, 2), _photo(4, 2))
+        side_by_side(random_photo(3, 2), random_photo(4, 2))
