@@ -64,5 +64,7 @@ def write_sparse_safetensors(layout: dict[str, tuple[list[int], str]], path: Pat
 
 
 def official_layout(shared: Path, stem: str) -> dict[str, tuple[list[int], str]]:
-    """`keys/<stem>.json`: key -> (shape, dtype) of an official checkpoint."""
-    return {k: (v[0], v[1]) for k, v in json.loads((shared / "spec" / "keys" / f"{stem}.json").read_text()).items()}
+    """`keys/<stem>.json` (Sapiens v1 stems, `sapiens_*`: `keys_v1/`): key -> (shape, dtype) of an official
+    checkpoint."""
+    folder = "keys_v1" if stem.startswith("sapiens_") else "keys"
+    return {k: (v[0], v[1]) for k, v in json.loads((shared / "spec" / folder / f"{stem}.json").read_text()).items()}

@@ -110,9 +110,8 @@ def test_pretrain_file_under_a_task_name(shared, tmp_path):
 
 
 def test_v1_file_under_a_sapiens2_name_says_which_generation_it_is(shared, tmp_path):
-    keys = json.loads((shared / "spec" / "keys_v1" / "sapiens_0.3b_pose17.json").read_text())
-    layout = {k: (v[0], v[1]) for k, v in keys.items()}
-    path = write_sparse_safetensors(layout, tmp_path / "sapiens2_0.4b_pose.safetensors")
+    path = write_sparse_safetensors(official_layout(shared, "sapiens_0.3b_pose17"),
+                                    tmp_path / "sapiens2_0.4b_pose.safetensors")
     with pytest.raises(sapiens2.CheckpointMismatchError, match="looks like Sapiens v1 0.3b pose model with 17 keypoints"):
         sapiens2.load(path, device="meta")
 

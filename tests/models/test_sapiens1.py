@@ -13,7 +13,7 @@ import sapiens2
 from sapiens2.models.layout_v1 import infer_v1_layout, official_v1_layout
 from sapiens2.models.sapiens1 import Sapiens1Config, V1HeadConfig, build_sapiens1
 from sapiens2.zoo import MODELS
-from tests.conftest import SHARED, write_sparse_safetensors
+from tests.conftest import SHARED, official_layout, write_sparse_safetensors
 
 V1_STEMS = sorted(p.stem for p in (SHARED / "spec" / "keys_v1").glob("*.json")) if SHARED.is_dir() else []
 TINY = Sapiens1Config(embed_dim=64, depth=6, num_heads=4, mlp_hidden=256)
@@ -58,8 +58,8 @@ def test_v1_fixture_layout_is_inferred(shared, case):
 
 @pytest.mark.parametrize("stem", V1_STEMS)
 def test_every_v1_layout_loads_strictly(shared, tmp_path, stem):
-    keys = json.loads((shared / "spec" / "keys_v1" / f"{stem}.json").read_text())
-    path = write_sparse_safetensors({k: (v[0], v[1]) for k, v in keys.items()}, tmp_path / f"{stem}.safetensors")
+    keys = official_layout(shared, stem)
+    path = write_sparse_safetensors(keys, tmp_path / f"{stem}.safetensors")
     model = sapiens2.load(path, device="meta")
     assert set(model.state_dict()) == set(keys)
     layout = sapiens2.inspect(path)
@@ -78,17 +78,15 @@ def test_official_v1_names_resolve_to_their_layout():
 
 
 def test_v1_file_under_a_v1_name_with_other_keypoints(shared, tmp_path):
-    keys = json.loads((shared / "spec" / "keys_v1" / "sapiens_1b_pose133.json").read_text())
     # A .safetensors conversion of the released COCO-17 .pth keeps its stem, and so its identity.
-    path = write_sparse_safetensors({k: (v[0], v[1]) for k, v in keys.items()},
+    path = write_sparse_safetensors(official_layout(shared, "sapiens_1b_pose133"),
                                     tmp_path / "sapiens_1b_coco_best_coco_AP_821.safetensors")
     with pytest.raises(sapiens2.CheckpointMismatchError, match=r"expected sapiens-pose-1b-coco17 .*17 keypoints.*133 keypoints"):
         sapiens2.load(path, device="meta")
 
 
 def test_sapiens2_file_under_a_v1_name(shared, tmp_path):
-    keys = json.loads((shared / "spec" / "keys" / "sapiens2_1b_seg.json").read_text())
-    path = write_sparse_safetensors({k: (v[0], v[1]) for k, v in keys.items()},
+    path = write_sparse_safetensors(official_layout(shared, "sapiens2_1b_seg"),
                                     tmp_path / "sapiens_1b_goliath_best_goliath_mIoU_7994_epoch_151.safetensors")
     with pytest.raises(sapiens2.CheckpointMismatchError, match=r"expected sapiens-seg-1b \(Sapiens v1.*looks like Sapiens2 1b seg"):
         sapiens2.load(path, device="meta")
