@@ -24,13 +24,24 @@ from torch.utils.data import DataLoader
 from sapiens2.models.build import build_backbone
 from sapiens2.pretrain.augment import MultiCrop
 from sapiens2.pretrain.config import OptimConfig, PretrainConfig, backbone_config
-from sapiens2.pretrain.data import PretrainImages, ResumableSampler, collate_views, list_images, mix_seed
+from sapiens2.pretrain.data import (
+    PretrainImages,
+    ResumableSampler,
+    collate_views,
+    list_images,
+    mix_seed,
+)
 from sapiens2.pretrain.masking import MaskGenerator
 from sapiens2.pretrain.runtime import Runtime, atomic_write, wrap_student
-from sapiens2.pretrain.schedules import teacher_momentum, teacher_temperature, warmup_cosine
+from sapiens2.pretrain.schedules import (
+    teacher_momentum,
+    teacher_temperature,
+    warmup_cosine,
+)
 from sapiens2.pretrain.ssl_meta_arch import SSLMetaArch
 from sapiens2.train.checkpoint import save_weights
-from sapiens2.train.optim import clip_gradients
+from sapiens2.train.optim import build_optimizer as adamw
+from sapiens2.train.optim import clip_gradients, param_groups
 
 log = logging.getLogger("sapiens2.pretrain")
 
@@ -38,23 +49,10 @@ EXPORT_NAME = "pretrain_backbone.safetensors"
 _CKPT = re.compile(r"step_(\d+)\.pt$")
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: weight decay on matrices only; none on norms, biases, LayerScale and learned tokens
-    (the fine-tuning rule of `sapiens2.train.optim`)."""
-    from sapiens2.train.optim import no_weight_decay
-
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        skip = no_weight_decay(name, p)
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def build_optimizer(student: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(student, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
-                             fused=device.type == "cuda")
+def build_optimizer(student: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+    """AdamW with fine-tuning's groups (`sapiens2.train.optim`): weight decay on matrices only, none on
+    norms, biases, LayerScale and learned tokens; no layer-wise decay. Fused kernels on CUDA."""
+    return adamw(param_groups(student.named_parameters(), cfg.lr, cfg.weight_decay), cfg.betas, cfg.eps)
 
 
 def build_meta_arch(cfg: PretrainConfig, device: torch.device | str = "cpu") -> SSLMetaArch:
@@ -97,7 +95,7 @@ class Pretrainer:
         torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
         self.meta = build_meta_arch(cfg, self.rt.device)
         self.student = wrap_student(self.meta.student, self.meta.teacher, self.rt, self.bf16)
-        self.optimizer = build_optimizer(self.meta.student, cfg.optim, self.rt.device)
+        self.optimizer = build_optimizer(self.meta.student, cfg.optim)
         self.schedules = Schedules(cfg)
         self.mask_generator = MaskGenerator(
             self.meta.token_grid(cfg.crops.global_size), cfg.objective.mask_ratio, cfg.objective.block_prob,
@@ -195,7 +193,10 @@ class Pretrainer:
 
     def full_state(self) -> dict:
         """Model and optimizer as full (unsharded) CPU state dicts, and the step."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_state_dict,
+        )
 
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model_sd, optim_sd = get_state_dict(self.meta, self.optimizer, options=opts)
@@ -221,7 +222,10 @@ class Pretrainer:
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Load the newest checkpoint in `work_dir` (or `path`); False when there is none."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_state_dict,
+        )
 
         if path is None:
             found = self.checkpoints()
@@ -238,7 +242,10 @@ class Pretrainer:
 
     def initialize_from(self, source: str | Path) -> None:
         """Weights from a training checkpoint (`.pt`: the whole model) or a pretrain backbone file."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+        )
 
         opts = StateDictOptions(full_state_dict=True)
         if str(source).endswith(".pt"):

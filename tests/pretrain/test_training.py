@@ -14,11 +14,16 @@ import torch
 import sapiens2
 from sapiens2.models import BackboneConfig, build_model
 from sapiens2.pretrain.augment import MultiCrop, MultiCropConfig
-from sapiens2.pretrain.config import load_config
+from sapiens2.pretrain.config import OptimConfig, load_config
 from sapiens2.pretrain.masking import MaskGenerator
-from sapiens2.pretrain.ssl_meta_arch import ObjectiveConfig, SSLMetaArch
-from sapiens2.pretrain.trainer import EXPORT_NAME, Pretrainer, export_checkpoint, param_groups
 from sapiens2.pretrain.runtime import Runtime
+from sapiens2.pretrain.ssl_meta_arch import ObjectiveConfig, SSLMetaArch
+from sapiens2.pretrain.trainer import (
+    EXPORT_NAME,
+    Pretrainer,
+    build_optimizer,
+    export_checkpoint,
+)
 from sapiens2.train.config import ConfigError
 from tests.pretrain.conftest import TINY_BACKBONE, TINY_OBJECTIVE, tiny_config
 
@@ -115,7 +120,8 @@ def test_global_views_have_no_colour_augmentation():
 
 def test_no_weight_decay_on_norms_biases_and_tokens():
     meta = SSLMetaArch(build_model(BackboneConfig(**TINY_BACKBONE), "pretrain"), ObjectiveConfig(**TINY_OBJECTIVE))
-    decay, no_decay = param_groups(meta.student, 0.05)
+    groups = build_optimizer(meta.student, OptimConfig(weight_decay=0.05)).param_groups
+    decay, no_decay = sorted(groups, key=lambda g: g["weight_decay"], reverse=True)
     names = {id(p): n for n, p in meta.student.named_parameters()}
     nd = {names[id(p)] for p in no_decay["params"]}
     d = {names[id(p)] for p in decay["params"]}
