@@ -547,7 +547,7 @@ class DenseTransform:
         if "K" in s:
             s["K"][0, 2] = w - 1 - s["K"][0, 2]
 
-    def _fit_pad(self, s: dict) -> tuple[tuple[int, int], float]:
+    def _fit_pad(self, s: dict) -> None:
         """Aspect-preserving fit into the input, centred on a zero canvas."""
         h, w = s["image"].shape[:2]
         f = min(self.w / w, self.h / h)
@@ -566,7 +566,6 @@ class DenseTransform:
             s["K"][1, 1] *= nh / h
             s["K"][0, 2] = s["K"][0, 2] * nw / w + x0
             s["K"][1, 2] = s["K"][1, 2] * nh / h + y0
-        return (x0, y0), f
 
     def _pointmap_target(self, depth: np.ndarray, mask: np.ndarray, K: np.ndarray, out: dict) -> np.ndarray | None:
         """Canonical XYZ = (fc / fx) * XYZ from depth and K (points outside the mask are 0)."""
