@@ -107,6 +107,22 @@ __all__ = [
 ]
 
 FORMATS = ("coco17", "coco_wholebody133", "openpose_body25", "openpose_body18")
+#: Short spellings accepted everywhere a format is named (the CLI's `--format` shows them too).
+FORMAT_ALIASES = {"wholebody133": "coco_wholebody133", "openpose25": "openpose_body25", "openpose18": "openpose_body18"}
+
+
+def format_name(name: str) -> str:
+    """The canonical name of a keypoint format, from itself or an alias (`openpose25` -> `openpose_body25`)."""
+    low = str(name).strip().lower()
+    low = FORMAT_ALIASES.get(low, low)
+    if low not in FORMATS:
+        choices = ", ".join(f"{f} ({a})" if (a := _alias_of(f)) else f for f in FORMATS)
+        raise ValueError(f"unknown keypoint format {name!r}; expected one of {choices}")
+    return low
+
+
+def _alias_of(fmt: str) -> str | None:
+    return next((a for a, f in FORMAT_ALIASES.items() if f == fmt), None)
 
 OPENPOSE_BODY25_NAMES = (
     "Nose", "Neck", "RShoulder", "RElbow", "RWrist", "LShoulder", "LElbow", "LWrist",
@@ -223,7 +239,8 @@ def _resolve(spec: str | tuple[str, str] | None) -> tuple[int, ...]:
 def keypoint_mapping(
     format: str, neck: Literal["shoulders", "keypoint"] = "shoulders"
 ) -> KeypointMapping:
-    """The 308 -> ``format`` mapping (one of ``FORMATS``)."""
+    """The 308 -> ``format`` mapping (one of ``FORMATS``, or an alias of one)."""
+    format = format_name(format)
     src = keypoints308()
     if format in ("coco17", "coco_wholebody133"):
         target = coco17() if format == "coco17" else coco_wholebody133()
@@ -242,8 +259,6 @@ def keypoint_mapping(
             elif n == "Neck" and neck != "shoulders":
                 raise ValueError(f"neck must be 'shoulders' or 'keypoint', got {neck!r}")
             specs.append(spec)
-    else:
-        raise ValueError(f"unknown keypoint format {format!r}; expected one of {FORMATS}")
     return KeypointMapping(format=format, names=tuple(names), sources=tuple(_resolve(s) for s in specs))
 
 

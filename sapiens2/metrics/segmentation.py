@@ -76,7 +76,7 @@ def default_class_names(num_classes: int) -> tuple[str, ...]:
     if num_classes == len(SEG29_CLASSES):
         return SEG29_CLASSES
     if num_classes == 28:
-        from sapiens2.tasks.seg29 import seg28
+        from sapiens2.body_parts import seg28
 
         return seg28().names
     return tuple(str(i) for i in range(num_classes))

@@ -15,20 +15,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TASKS", "add_task_commands", "demo_photo"]
+__all__ = ["add_task_commands", "demo_photo"]
 
-TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting", "depth")
 DEMO_TASKS = ("pose", "seg", "normal")
 EXIT_USAGE = 2
-_HELP = {
-    "pose": "308-keypoint whole-body pose (person detector, crops, heatmaps) with pictures and JSON",
-    "seg": "29-class body-part segmentation",
-    "normal": "surface normals",
-    "pointmap": "metric pointmaps (depth, points, PLY)",
-    "albedo": "albedo (RGB reflectance)",
-    "matting": "alpha matte and cutout",
-    "depth": "relative depth (Sapiens v1 models, sapiens-depth-<size>)",
-}
+DEFAULT_OUT = "sapiens2_output"
+DEMO_OUT = "sapiens2_demo"
+#: --format choices: the canonical names of `sapiens2.keypoints.convert.FORMATS`, then their short aliases
+#: (kept here as literals so that building the parser imports nothing heavy; a test checks they agree).
+FORMAT_CHOICES = ("coco17", "coco_wholebody133", "openpose_body25", "openpose_body18", "wholebody133", "openpose25",
+                  "openpose18")
 
 
 def demo_photo() -> Path:
@@ -39,69 +35,119 @@ def demo_photo() -> Path:
 # ------------------------------------------------------------------------------------------------ parser
 
 
-def _common(p: argparse.ArgumentParser, *, inputs: bool = True) -> None:
+def _at_least(low: int) -> Any:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return parse
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """`HxW` -> (height, width), both positive."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 1024x768") from None
+    if h <= 0 or w <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: height and width must be positive")
+    return h, w
+
+
+def _common(p: argparse.ArgumentParser, *, inputs: bool = True, out_default: str = DEFAULT_OUT) -> None:
     if inputs:
         p.add_argument("inputs", nargs="*", metavar="INPUT",
                        help="image files, folders (recursive), globs, .txt lists of paths, videos")
-        p.add_argument("--webcam", type=int, metavar="INDEX", help="also run on this webcam (Ctrl-C ends it)")
-    p.add_argument("--out", "-o", default=None, metavar="DIR", help="output folder (default: sapiens2_output)")
+        p.add_argument("--webcam", type=_at_least(0), metavar="INDEX",
+                       help="also run on this webcam (Ctrl-C ends it)")
+    p.add_argument("--out", "-o", default=None, metavar="DIR", help=f"output folder (default: {out_default})")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
-    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="images per forward pass (default 4)")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="network precision (default fp32; bf16/fp16 are for GPUs)")
+    p.add_argument("--batch-size", type=_at_least(1), default=4, metavar="N",
+                   help="images (pose: person crops) per forward pass (default 4)")
     p.add_argument("--save", metavar="KINDS", help="what to write, comma-separated: json,npz,png,ply,vis "
                    "(default: each task's own; see docs/CLI.md)")
     p.add_argument("--resume", action="store_true", help="skip inputs whose outputs all exist")
     p.add_argument("--allow-pickle", action="store_true", help="read .pth checkpoints (weights only, no code)")
-    p.add_argument("--input-size", metavar="HxW",
+    p.add_argument("--input-size", metavar="HxW", type=parse_input_size,
                    help="network input (pose: crop) size of a custom model; default 1024x768, or the size a v1 "
                         "model was trained at")
-    p.add_argument("--readers", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
+    p.add_argument("--readers", type=_at_least(1), default=min(4, os.cpu_count() or 1), metavar="N",
                    help="decoding threads (default: up to 4)")
-    p.add_argument("--writers", type=int, default=2, metavar="N", help="post-processing/writing threads (default 2)")
-    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+    p.add_argument("--writers", type=_at_least(1), default=2, metavar="N",
+                   help="post-processing/writing threads (default 2)")
+    p.add_argument("--max-pixels", type=_at_least(1), default=None, metavar="N",
                    help="refuse images larger than this many pixels (decompression bombs; default 2^27)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--codec", default="auto", choices=["auto", "h264", "mp4v"],
                    help="annotated videos: H.264 with PyAV when installed (auto), or OpenCV mp4v")
-    # pose (ignored by the other tasks)
-    g = p.add_argument_group("pose")
+    g = p.add_argument_group("pose (ignored by the other tasks)")
     g.add_argument("--detector", default="rtmdet", choices=["rtmdet", "none"],
-                   help="person detector (none: the whole image is one person, or --boxes)")
-    g.add_argument("--boxes", metavar="JSON", help="COCO-style detections JSON keyed by file_name: skip the detector")
-    g.add_argument("--format", dest="keypoint_format", choices=["coco17", "wholebody133", "openpose25", "openpose18"],
+                   help="person detector (none: the whole image is one person, unless --boxes gives boxes)")
+    g.add_argument("--boxes", metavar="JSON",
+                   help="person boxes per image, skipping the detector: entries keyed by file_name, or COCO "
+                        "results keyed by image_id with an images table")
+    g.add_argument("--format", dest="keypoint_format", choices=FORMAT_CHOICES,
                    help="write keypoints converted to this format (pictures keep all 308)")
-    g.add_argument("--flip-test", action="store_true", help="average with the mirrored image's heatmaps")
-    g.add_argument("--kpt-thr", type=float, default=0.3, help="draw keypoints scored at least this (default 0.3)")
-    g.add_argument("--radius", type=int, default=3)
-    g.add_argument("--thickness", type=int, default=1)
+    g.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
+                   help="average with the mirrored crop's heatmaps (default on, as the reference)")
+    g.add_argument("--kpt-thr", type=_unit_interval, default=0.3,
+                   help="draw keypoints scored at least this (default 0.3)")
+    g.add_argument("--radius", type=_at_least(0), default=3, help="keypoint circle radius in pixels (default 3)")
+    g.add_argument("--thickness", type=_at_least(1), default=1,
+                   help="skeleton line and box thickness in pixels (default 1)")
     g = p.add_argument_group("video")
     g.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing of video keypoints")
-    g.add_argument("--track-max-age", type=int, default=30, metavar="FRAMES",
+    g.add_argument("--track-max-age", type=_at_least(0), default=30, metavar="FRAMES",
                    help="keep an unseen person's ID this many frames (default 30)")
     g.add_argument("--no-track-motion", action="store_true",
                    help="match people where they were last seen, not where their motion puts them")
 
 
 def add_task_commands(sub: Any) -> None:
-    """Register the task sub-commands on the `sapiens2` sub-parsers."""
-    for task in TASKS:
-        p = sub.add_parser(task, help=_HELP[task], description=_HELP[task])
+    """Register the task sub-commands on the `sapiens2` sub-parsers (one per task of the task table)."""
+    from sapiens2.task_table import TASKS
+
+    for task, info in TASKS.items():
+        p = sub.add_parser(task, help=info.summary, description=f"{info.summary}. Writes, by default: "
+                           f"{', '.join(sorted(info.default_saves))} (see docs/CLI.md).")
         _common(p)
         p.add_argument("--model", "-m", metavar="SIZE|NAME|PATH",
-                       help="model size (e.g. 0.4b, 1b), official name, hub id or checkpoint file")
+                       help=f"model size (e.g. 0.4b, 1b), official name, hub id or checkpoint file "
+                            f"(default {info.default_model})")
         p.set_defaults(func=_cmd_task, tasks=task)
 
-    p = sub.add_parser("run", help="several tasks in one pass over the inputs (each image decoded once)")
+    p = sub.add_parser("run", help="several tasks in one pass over the inputs (each image decoded once)",
+                       description="Several tasks in one pass over the inputs: each image is decoded once, "
+                                   "and segmentation's foreground masks the other tasks' pictures and PLY.")
     p.add_argument("--tasks", "-t", required=True, help=f"comma-separated, from {','.join(TASKS)}")
     _common(p)
     p.add_argument("--model", "-m", action="append", default=[], metavar="[TASK=]MODEL",
                    help="a size for every task (--model 1b) or per task (--model seg=1b --model pose=PATH)")
     p.set_defaults(func=_cmd_task)
 
-    p = sub.add_parser("demo", help="run the default models on the bundled photo and write pictures")
+    p = sub.add_parser("demo", help="run the default models on the bundled photo and write pictures",
+                       description="Run the default models on the bundled photo and write the pictures; "
+                                   "checks first that the weights are on this machine and says how to get them.")
     p.add_argument("--tasks", "-t", default=",".join(DEMO_TASKS), help=f"default {','.join(DEMO_TASKS)}")
-    _common(p, inputs=False)
-    p.add_argument("--model", "-m", action="append", default=[], metavar="[TASK=]MODEL")
+    _common(p, inputs=False, out_default=DEMO_OUT)
+    p.add_argument("--model", "-m", action="append", default=[], metavar="[TASK=]MODEL",
+                   help="a size for every task or TASK=MODEL per task (default: each task's default)")
     p.set_defaults(func=_cmd_demo, inputs=[], webcam=None)
 
 
@@ -109,15 +155,18 @@ def add_task_commands(sub: Any) -> None:
 
 
 def _tasks(text: str) -> list[str]:
-    tasks = [t.strip().lower() for t in text.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in TASKS]
-    if unknown or not tasks:
-        raise ValueError(f"unknown task(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(TASKS)}")
+    from sapiens2.task_table import task_name
+
+    tasks = [task_name(t) for t in text.split(",") if t.strip()]
+    if not tasks:
+        raise ValueError("no task given")
     return list(dict.fromkeys(tasks))
 
 
 def _models(values: Any, tasks: list[str]) -> dict[str, str | None]:
     """--model values -> the spec per task (None: the default)."""
+    from sapiens2.task_table import TASKS
+
     if values is None or isinstance(values, str):
         values = [] if values is None else [values]
     out: dict[str, str | None] = {t: None for t in tasks}
@@ -141,52 +190,66 @@ def _is_size(text: str) -> bool:
     return re.fullmatch(r"\d+(\.\d+)?b", text.lower()) is not None
 
 
-def _input_size(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--input-size {text}: expected HxW, e.g. 1024x768") from None
-    return h, w
-
-
-def _given_boxes(path: str | None) -> dict[str, Any] | None:
+def _given_boxes(path: str | None) -> dict[str, Any]:
+    """--boxes as file name -> boxes (ids without an images table cannot be matched to inputs)."""
     if not path:
-        return None
-    from sapiens2.tasks.pose import read_coco_detections
+        return {}
+    from sapiens2.tasks.given_boxes import read_coco_detections
 
     found = read_coco_detections(path)
-    if found and not any(isinstance(k, str) for k in found):
-        raise ValueError(f"--boxes {path}: entries need a 'file_name' to be matched to the inputs")
-    return {str(k): v for k, v in found.items()}
+    ids = [k for k in found if not isinstance(k, str)]
+    if ids:
+        raise ValueError(f"--boxes {path}: detections are keyed by image_id ({ids[0]!r}, ...) but the file has no "
+                         "'images' table mapping ids to file names; add one, or key each entry by 'file_name'")
+    return dict(found)
 
 
-def build_jobs(tasks: list[str], args: argparse.Namespace, device: Any, dtype: Any) -> list[Any]:
-    """Load every task's network and wrap it in its job (weights errors propagate)."""
-    from sapiens2.runner import jobs as J
-    from sapiens2.runner.models import load_network
-    from sapiens2.tasks.dense import predictor_for
-    from sapiens2.tasks.pose import Pose
+def build_jobs(tasks: list[str], args: argparse.Namespace, sources: list[Any]) -> list[Any]:
+    """Every task's predictor (its network loaded; weights errors propagate), wrapped in its job."""
+    from sapiens2.runner.jobs import Job
+    from sapiens2.tasks import PREDICTORS
+    from sapiens2.tasks.outputs import parse_saves
 
     specs = _models(args.model, tasks)
+    common = {"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
+              "input_size": args.input_size, "allow_pickle": args.allow_pickle}
     built = []
-    size = _input_size(args.input_size)
     for task in tasks:
-        saves = J.parse_saves(args.save, task)
+        saves = parse_saves(args.save, task)
         if not saves:
-            raise ValueError(f"--save {args.save}: nothing for {task} to write (it writes {', '.join(sorted(J.TASK_SAVES[task]))})")
-        net = load_network(task, specs[task], device, dtype, args.allow_pickle)
-        if task == "pose":
-            pose = Pose(net, detector=None if args.detector == "none" else "rtmdet", device=device, dtype=dtype,
-                        flip_test=args.flip_test, batch_size=args.batch_size, input_size=size)
-            built.append(J.PoseJob(pose, saves, keypoint_format=args.keypoint_format, boxes=_given_boxes(args.boxes),
-                                   kpt_thr=args.kpt_thr, radius=args.radius, thickness=args.thickness))
-        else:
-            kwargs = {"device": device, "dtype": dtype, "batch_size": args.batch_size, "input_size": size}
-            predictor = predictor_for(task)(net, **kwargs)
-            built.append(J.DenseJob(task, predictor, saves))
+            from sapiens2.task_table import TASKS
+
+            raise ValueError(f"--save {args.save}: nothing for {task} to write (it writes "
+                             f"{', '.join(sorted(TASKS[task].saves))})")
+        if task != "pose":
+            built.append(Job(task, PREDICTORS[task](specs[task], **common), saves))
+            continue
+        boxes = _given_boxes(args.boxes)
+        job = Job(task, None, saves, boxes=boxes,
+                  options={"keypoint_format": args.keypoint_format, "kpt_thr": args.kpt_thr,
+                           "radius": args.radius, "thickness": args.thickness})
+        covered = bool(boxes) and all(s.kind == "image" and job.given_boxes(s) is not None for s in sources)
+        detector = None if args.detector == "none" or covered else "rtmdet"
+        job.predictor = _pose(specs[task], detector, args, common)
+        if args.keypoint_format and len(job.predictor.keypoint_set) != 308:
+            raise ValueError(f"--format converts 308-keypoint predictions; this model gives "
+                             f"{len(job.predictor.keypoint_set)}")
+        built.append(job)
     return built
+
+
+def _pose(spec: str | None, detector: str | None, args: argparse.Namespace, common: dict[str, Any]) -> Any:
+    """The pose predictor; a missing detector says how to do without it."""
+    from sapiens2.hub import CheckpointNotFoundError
+    from sapiens2.tasks import Pose
+
+    try:
+        return Pose(spec, detector, flip_test=args.flip_test, **common)
+    except CheckpointNotFoundError as e:
+        if detector is None or "rtmdet" not in str(e).lower():
+            raise
+        raise CheckpointNotFoundError(f"{e}\nOr run without the person detector: --detector none (the whole "
+                                      "image is one person), or --boxes JSON with a box for every image.") from e
 
 
 def _error(message: str) -> int:
@@ -204,52 +267,70 @@ def _cmd_task(args: argparse.Namespace) -> int:
     return _run(tasks, args, args.inputs)
 
 
+def _check_options(args: argparse.Namespace, out: Path) -> None:
+    """Option values that argparse cannot check alone; a ValueError is a usage error (exit 2)."""
+    from sapiens2.tasks.models import resolve_device
+
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: is a file, not a folder")
+    args.device = resolve_device(args.device)
+
+
 def _run(tasks: list[str], args: argparse.Namespace, inputs: list[str]) -> int:
     import sapiens2
-    from sapiens2.runner.models import resolve_device, resolve_dtype
+    from sapiens2.io.images import DEFAULT_MAX_PIXELS
+    from sapiens2.runner import sources as S
     from sapiens2.runner.pipeline import RunOptions, run_jobs
-    from sapiens2.runner.sources import collect_sources
 
-    sources, missing = collect_sources(inputs, args.webcam)
+    out = Path(args.out or DEFAULT_OUT)
+    try:
+        _check_options(args, out)
+    except ValueError as e:
+        return _error(str(e))
+    sources, missing = S.collect_sources(inputs, args.webcam, exclude=S.previous_outputs(out))
     if not sources:
         for m in missing:
             print(f"error: {m}", file=sys.stderr)
         return _error("no image or video to process")
     try:
-        device, dtype = resolve_device(args.device), resolve_dtype(args.dtype)
-        jobs = build_jobs(tasks, args, device, dtype)
+        jobs = build_jobs(tasks, args, sources)
     except sapiens2.UnsafeCheckpointError as e:
         return _error(f"{e}\nAdd --allow-pickle to read it weights-only, or convert it once with "
                       "`sapiens2 convert FILE.pth`.")
     except (sapiens2.CheckpointError, FileNotFoundError, ValueError) as e:
         return _error(str(e))
-    out = Path(args.out or "sapiens2_output")
+    sources = S.plan_outputs(sources, out, lambda s: _suffixes(jobs, s))
+    out.mkdir(parents=True, exist_ok=True)
+    S.write_manifest(out, [p for s in sources if s.kind == "image" for job in jobs for p in job.outputs(s, out)],
+                     [out / s.rel for s in sources if s.kind != "image"])
     _write_pose_metadata(jobs, out)
     options = RunOptions(out, batch_size=args.batch_size, readers=args.readers, writers=args.writers,
                          resume=args.resume, progress=False if args.no_progress else None,
-                         max_pixels=args.max_pixels or _default_max_pixels(), codec=args.codec,
+                         max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, codec=args.codec,
                          smooth=not args.no_smooth, track_max_age=args.track_max_age,
                          track_motion=not args.no_track_motion)
-    print(f"sapiens2 {','.join(tasks)}: {len(sources)} input(s) on {device} ({args.dtype}), batch {args.batch_size}"
-          f" -> {out}", file=sys.stderr)
+    print(f"sapiens2 {','.join(tasks)}: {len(sources)} input(s) on {args.device} ({args.dtype}), batch "
+          f"{args.batch_size} -> {out}", file=sys.stderr)
     summary = run_jobs(jobs, sources, options, missing)
     _print_summary(summary, out)
     return summary.exit_code
 
 
-def _default_max_pixels() -> int:
-    from sapiens2.io.images import DEFAULT_MAX_PIXELS
+def _suffixes(jobs: list[Any], source: Any) -> list[str]:
+    from sapiens2.tasks.outputs import file_suffixes, video_suffixes
 
-    return DEFAULT_MAX_PIXELS
+    pick = file_suffixes if source.kind == "image" else video_suffixes
+    return [s for job in jobs for s in pick(job.task, job.saves)]
 
 
 def _write_pose_metadata(jobs: list[Any], out: Path) -> None:
     from sapiens2.io.writers import write_json
-    from sapiens2.runner.jobs import PoseJob
+    from sapiens2.tasks.pose import keypoint_metadata
 
     for job in jobs:
-        if isinstance(job, PoseJob) and "json" in job.saves:
-            write_json(out / "pose_keypoints.json", job.metadata())
+        if job.task == "pose" and "json" in job.saves:
+            write_json(out / "pose_keypoints.json",
+                       keypoint_metadata(job.predictor.keypoint_set, job.options.get("keypoint_format")))
 
 
 def _print_summary(summary: Any, out: Path) -> None:
@@ -272,7 +353,8 @@ def _print_summary(summary: Any, out: Path) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from sapiens2.runner.models import missing_weights, model_name
+    from sapiens2.tasks.models import missing_weights, model_name
+    from sapiens2.tasks.outputs import file_suffixes
 
     try:
         tasks = _tasks(args.tasks)
@@ -294,9 +376,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     photo = demo_photo()
     if not photo.is_file():
         return _error(f"the bundled demo photo is missing ({photo.name}); reinstall sapiens2")
-    args.out = args.out or "sapiens2_demo"
+    args.out = args.out or DEMO_OUT
     args.resume = False
     code = _run(tasks, args, [str(photo)])
     if code == 0:
-        print(f"pictures: {', '.join(str(Path(args.out) / f'astronaut_{t}.jpg') for t in tasks)}")
+        pictures = [Path(args.out) / f"{photo.stem}{file_suffixes(t, {'vis'})[0]}" for t in tasks]
+        print(f"pictures: {', '.join(map(str, pictures))}")
     return code

@@ -33,11 +33,12 @@ from sapiens2.io.images import DEFAULT_MAX_PIXELS, read_image
 from sapiens2.io.inputs import MissingInput
 from sapiens2.io.video import VideoError, VideoReader
 from sapiens2.runner.errors import Failures
-from sapiens2.runner.jobs import Job, attach_masks
+from sapiens2.runner.jobs import Job
 from sapiens2.runner.progress import Progress
 from sapiens2.runner.resume import is_complete, sweep_temp_files
 from sapiens2.runner.sources import Source
 from sapiens2.runner.video import VideoSession
+from sapiens2.tasks.several import attach_masks
 
 __all__ = ["RunOptions", "RunSummary", "run_jobs"]
 
@@ -251,7 +252,7 @@ class _Run:
 
     def _infer(self, batch: list[_Item]) -> None:
         try:
-            raws = {job.task: job.infer([it.prepared[job.task] for it in batch]) for job in self.jobs}
+            raws = {job.task: job.run([it.prepared[job.task] for it in batch]) for job in self.jobs}
         except Exception as e:  # noqa: BLE001 - isolated below and reported per input
             if len(batch) > 1:  # find the culprit: one at a time
                 for it in batch:
@@ -265,18 +266,16 @@ class _Run:
 
     # ------------------------------------------------------------------ writer threads
     def _finish(self, item: _Item, raw: dict[str, Any]) -> dict[str, Any] | None:
-        results = {job.task: job.finish(raw[job.task], item.prepared[job.task], item.image, item.source)
-                   for job in self.jobs}
-        results = attach_masks(results)
+        results = attach_masks({job.task: job.finish(raw[job.task], item.prepared[job.task]) for job in self.jobs})
         if item.frame is None:
             for job in self.jobs:
-                job.save(results[job.task], item.image, item.source, self.opt.out_dir)
+                job.save(results[job.task], item.image, self.opt.out_dir / item.source.rel)
             return None
-        per_frame = Source("frame", item.source.rel / f"{item.frame:06d}", item.source.path)
+        prefix = self.opt.out_dir / item.source.rel / f"{item.frame:06d}"
         for job in self.jobs:
-            kinds = set(job.saves) - {"vis", "json"}
+            kinds = frozenset(job.saves - {"vis", "json"})
             if kinds:
-                job.save(results[job.task], item.image, per_frame, self.opt.out_dir, kinds)
+                job.save(results[job.task], item.image, prefix, kinds)
         return results
 
     # ------------------------------------------------------------------ sink thread

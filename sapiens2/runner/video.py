@@ -11,37 +11,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from sapiens2.io.video import VideoWriter
 from sapiens2.io.writers import write_json
-from sapiens2.runner.jobs import Job, PoseJob
+from sapiens2.runner.jobs import Job
 from sapiens2.runner.sources import Source
+from sapiens2.tasks.outputs import video_suffixes
+from sapiens2.tasks.pose import format_header
 from sapiens2.track import KeypointSmoother, Tracker
 from sapiens2.vis.dense import depth_bounds
 
-__all__ = ["VideoSession", "draw_track_boxes", "track_color"]
-
-
-def track_color(track_id: int) -> tuple[int, int, int]:
-    """A distinct, stable RGB colour per track ID (golden-ratio hues)."""
-    hue = int((track_id * 0.618033988749895 % 1.0) * 180)
-    hsv = np.uint8([[[hue, 200, 255]]])
-    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
-
-
-def draw_track_boxes(image: np.ndarray, boxes: np.ndarray, ids: list[int], thickness: int = 2) -> np.ndarray:
-    """Boxes coloured by track, each labelled with its ID, on a copy of an RGB image."""
-    canvas = np.ascontiguousarray(image).copy()
-    scale = max(0.4, canvas.shape[0] / 900)
-    for (x1, y1, x2, y2), tid in zip(np.asarray(boxes, np.float64).reshape(-1, 4), ids):
-        color = track_color(tid)
-        p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
-        cv2.rectangle(canvas, p1, p2, color, thickness)
-        cv2.putText(canvas, f"#{tid}", (p1[0] + 2, max(p1[1] - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, scale, color,
-                    max(1, thickness), cv2.LINE_AA)
-    return canvas
+__all__ = ["VideoSession"]
 
 
 class VideoSession:
@@ -49,7 +30,8 @@ class VideoSession:
                  smooth: bool = True, track_threshold: float = 0.3, track_max_age: int = 30,
                  track_metric: str = "iou", track_motion: bool = True) -> None:
         self.source, self.jobs, self.out_dir, self.fps = source, jobs, out_dir, fps
-        self.writers = {job.task: VideoWriter(source.out(out_dir, f"_{job.task}.mp4"), fps, codec)
+        self.writers = {job.task: VideoWriter(source.out(out_dir, next(s for s in video_suffixes(job.task, {"vis"}))),
+                                              fps, codec)
                         for job in jobs if "vis" in job.saves}
         self.tracker = Tracker(threshold=track_threshold, max_age=track_max_age, metric=track_metric,
                                motion=track_motion)
@@ -70,7 +52,7 @@ class VideoSession:
         self.image_size = self.image_size or tuple(image.shape[:2])
         for job in self.jobs:
             result = None if results is None else results.get(job.task)
-            if isinstance(job, PoseJob):
+            if job.task == "pose":
                 picture = self._pose(job, frame, time, image, result)
             elif result is None:
                 picture = np.concatenate([image, np.zeros_like(image)], axis=1)
@@ -81,7 +63,7 @@ class VideoSession:
             if job.task in self.writers:
                 self.writers[job.task].write(picture)
 
-    def _pose(self, job: PoseJob, frame: int, time: float, image: np.ndarray, result: Any) -> np.ndarray:
+    def _pose(self, job: Job, frame: int, time: float, image: np.ndarray, result: Any) -> np.ndarray:
         if result is None:
             self.pose_frames.append({"frame": frame, "time": round(time, 4), "error": True, "instances": []})
             return image
@@ -91,7 +73,7 @@ class VideoSession:
             kp = np.stack([self.smoother(tid, kp[i], time) for i, tid in enumerate(ids)]) if ids else kp
             self.smoother.forget(t.id for t in self.tracker.tracks)
         self.pose_frames.append({"frame": frame, "time": round(time, 4), "box_source": result.box_source,
-                                 "instances": job.instances(result, kp, ids)})
+                                 "instances": result.instances(job.options.get("keypoint_format"), kp, ids)})
         if "vis" not in job.saves:
             return image
         return job.picture(result, image, keypoints=kp, track_ids=ids)
@@ -100,15 +82,17 @@ class VideoSession:
         """Finish every video and write the pose JSON; returns the files."""
         paths = [p for p in (w.close() for w in self.writers.values()) if p is not None]
         for job in self.jobs:
-            if isinstance(job, PoseJob) and "json" in job.saves:
+            if job.task == "pose" and "json" in job.saves:
+                header = format_header(job.predictor.keypoint_set, job.options.get("keypoint_format"),
+                                       job.options.get("kpt_thr", 0.3))
                 record = {"video": self.source.name, "fps": self.fps,
-                          "image_size": list(self.image_size) if self.image_size else None, **job.header(),
+                          "image_size": list(self.image_size) if self.image_size else None, **header,
                           "smoothing": "one-euro" if self.smooth else None,
                           "tracking": {"metric": self.tracker.metric, "motion": self.tracker.motion,
                                        "max_age": self.tracker.max_age},
                           "num_frames": self.frames,
                           "frames": self.pose_frames}
-                paths.append(write_json(self.source.out(self.out_dir, "_pose.json"), record, indent=None))
+                paths.append(write_json(self.source.out(self.out_dir, video_suffixes("pose", {"json"})[0]), record, indent=None))
         return paths
 
     def abort(self) -> None:

@@ -318,7 +318,7 @@ class PoseTransform:
 def default_flip_pairs(num_classes: int) -> tuple[tuple[int, int], ...]:
     """The left/right label swaps of Sapiens2's 29 or v1's 28 body parts. Other class sets have no known
     sides: nothing is swapped (set `augment.flip_pairs` for them)."""
-    from sapiens2.tasks.seg29 import seg28, seg29
+    from sapiens2.body_parts import seg28, seg29
 
     for classes in (seg29(), seg28()):
         if len(classes) == num_classes:

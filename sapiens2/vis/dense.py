@@ -57,7 +57,7 @@ def draw_segmentation(image: np.ndarray, labels: np.ndarray, palette: np.ndarray
     """Palette colours of `labels` blended over `image` (opacity of the colours; 0.5 as the reference)."""
     image = _rgb(image)
     if palette is None:
-        from sapiens2.tasks.seg29 import seg29
+        from sapiens2.body_parts import seg29
 
         palette = seg29().palette
     labels = np.asarray(labels)

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..keypoints.metadata import KeypointSet, keypoint_set_for
 
-__all__ = ["draw_pose", "keypoint_set_for"]
+__all__ = ["draw_pose", "draw_track_boxes", "keypoint_set_for", "track_color"]
 
 
 def _color(rgb: Sequence[int], channel_order: str) -> tuple[int, ...]:
@@ -103,4 +103,24 @@ def draw_pose(
             cv2.circle(
                 canvas, (int(pts[i, 0]), int(pts[i, 1])), int(radius), kp_colors[i], -1, cv2.LINE_AA
             )
+    return canvas
+
+
+def track_color(track_id: int) -> tuple[int, int, int]:
+    """A distinct, stable RGB colour per track ID (golden-ratio hues)."""
+    hue = int((track_id * 0.618033988749895 % 1.0) * 180)
+    hsv = np.uint8([[[hue, 200, 255]]])
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+def draw_track_boxes(image: np.ndarray, boxes: np.ndarray, ids: Sequence[int], thickness: int = 2) -> np.ndarray:
+    """Boxes coloured by track, each labelled with its ID, on a copy of an RGB image."""
+    canvas = np.ascontiguousarray(image).copy()
+    scale = max(0.4, canvas.shape[0] / 900)
+    for (x1, y1, x2, y2), tid in zip(np.asarray(boxes, np.float64).reshape(-1, 4), ids):
+        color = track_color(tid)
+        p1, p2 = (round(x1), round(y1)), (round(x2), round(y2))
+        cv2.rectangle(canvas, p1, p2, color, thickness)
+        cv2.putText(canvas, f"#{tid}", (p1[0] + 2, max(p1[1] - 4, 12)), cv2.FONT_HERSHEY_SIMPLEX, scale, color,
+                    max(1, thickness), cv2.LINE_AA)
     return canvas

@@ -106,26 +106,29 @@ class CenterPose(nn.Module):
         self.decode_head.conv_pose = nn.Conv2d(1, keypoints, 1)
         self.keypoints = keypoints
         self.calls = 0
+        self.input_sizes: list[tuple[int, int]] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Heatmaps at a quarter of the input (whatever crop size it is fed), peaking at the crop's centre."""
         self.calls += 1
-        b = x.shape[0]
-        ys, xs = torch.meshgrid(torch.arange(256.0), torch.arange(192.0), indexing="ij")
-        cy, cx = 511.5 * 255 / 1023, 383.5 * 191 / 767
+        self.input_sizes.append(tuple(x.shape[-2:]))
+        b, (h, w) = x.shape[0], (x.shape[-2] // 4, x.shape[-1] // 4)
+        ys, xs = torch.meshgrid(torch.arange(float(h)), torch.arange(float(w)), indexing="ij")
+        cy, cx = (h - 1) / 2, (w - 1) / 2
         g = torch.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * 2.0**2))
-        return g.expand(b, self.keypoints, 256, 192).clone().to(x.dtype)
+        return g.expand(b, self.keypoints, h, w).clone().to(x.dtype)
 
 
 @pytest.fixture
 def stand_in_pose(request, monkeypatch):
     """Make `--model anything` load `CenterPose` for pose (other tasks load normally). 308 keypoints, or
     `@pytest.mark.parametrize("stand_in_pose", [17], indirect=True)` for fewer (faster to decode)."""
-    from sapiens2.runner import models
+    from sapiens2.tasks import models
 
     real = models.load_network
     net = CenterPose(getattr(request, "param", 308))
 
-    def fake(task, spec, device, dtype, allow_pickle=False):
+    def fake(task, spec, device=None, dtype=None, allow_pickle=False):
         if task == "pose":
             return net
         return real(task, spec, device, dtype, allow_pickle)

@@ -47,7 +47,7 @@ def test_run_several_tasks_in_one_pass(tmp_path, checkpoints):
     assert names == sorted([
         "errors.json", "p_seg.npy", "p_seg.jpg", "p_normal.npy", "p_normal.jpg", "p_depth.npy", "p_points.npy",
         "p.ply", "p_pointmap.jpg", "p_albedo.png", "p_albedo.jpg", "p_alpha.png", "p_cutout.png", "p_matting.jpg",
-        "p_reldepth.npy", "p_depth.jpg"])
+        "p_reldepth.npy", "p_reldepth.jpg", ".sapiens2-outputs"])
     assert np.load(out / "p_normal.npy").shape == (60, 40, 3)
     assert np.load(out / "p_reldepth.npy").shape == (60, 40)
     assert cv2.imread(str(out / "p_alpha.png"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
@@ -126,7 +126,7 @@ def test_demo_photo_is_bundled():
     (["seg", "IMG", "--save", "json"], "nothing for seg to write"),
     (["seg", "IMG", "--save", "npz,gif"], "unknown kind"),
     (["seg", "IMG", "--model", "9b"], "no official seg model of size '9b'"),
-    (["run", "--tasks", "seg,dance", "IMG"], "unknown task(s) dance"),
+    (["run", "--tasks", "seg,dance", "IMG"], "unknown task 'dance'"),
     (["depth", "IMG", "--model", "DEPTH"], "--allow-pickle"),
     (["seg"], "give at least one INPUT"),
     (["seg", "nowhere/*.jpg"], "no image or video to process"),
@@ -155,7 +155,7 @@ def test_bad_options_fail_before_any_work(tmp_path, checkpoints, capsys, args, m
 
 def test_demo_runs_on_the_bundled_photo_when_weights_are_there(tmp_path, checkpoints, stand_in_pose, monkeypatch,
                                                                capsys):
-    from sapiens2.runner import models
+    from sapiens2.tasks import models
 
     monkeypatch.setattr(models, "missing_weights", lambda names: [])
     out = tmp_path / "demo"

@@ -17,10 +17,8 @@ from tests.runner.conftest import write_photo
 class MeanJob(Job):
     """Writes each image's mean colour; the 'network' refuses images whose height is `poison`."""
 
-    task = "mean"
-    saves = frozenset({"npz"})
-
     def __init__(self, poison: int | None = None, infer_delay: float = 0.0, save_delay: float = 0.0) -> None:
+        super().__init__("mean", None, frozenset({"npz"}))
         self.poison, self.infer_delay, self.save_delay = poison, infer_delay, save_delay
         self.batches: list[int] = []
         self.infer_threads: set[str] = set()
@@ -29,7 +27,7 @@ class MeanJob(Job):
     def prepare(self, image, source):
         return image
 
-    def infer(self, prepared):
+    def run(self, prepared):
         self.infer_threads.add(threading.current_thread().name)
         self.batches.append(len(prepared))
         time.sleep(self.infer_delay)
@@ -37,13 +35,16 @@ class MeanJob(Job):
             raise RuntimeError("CUDA error: an illegal memory access (simulated)")
         return [p.reshape(-1, 3).mean(0) for p in prepared]
 
-    def files(self, kinds):
-        return ["_mean.npy"]
+    def finish(self, raw, prepared):
+        return raw
 
-    def save(self, result, image, source, out_dir, kinds=None):
+    def outputs(self, source, out_dir):
+        return [source.out(out_dir, "_mean.npy")]
+
+    def save(self, result, image, prefix, kinds=None):
         self.save_threads.add(threading.current_thread().name)
         time.sleep(self.save_delay)
-        return [write_npy(source.out(out_dir, "_mean.npy"), result)]
+        return [write_npy(prefix.parent / f"{prefix.name}_mean.npy", result)]
 
 
 def test_a_failing_batch_is_retried_one_by_one(tmp_path):

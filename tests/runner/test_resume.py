@@ -15,7 +15,7 @@ from tests.runner.conftest import DENSE_SIZE, cli, temp_leftovers, write_photo
 EXPECTED = ("_seg.npy", "_seg.jpg")
 SLOW_DRIVER = """
 import sys, time
-from sapiens2.tasks.dense import Segmenter
+from sapiens2.tasks import Segmenter
 real = Segmenter.run
 def slow(self, prepared):
     time.sleep(0.25)
@@ -31,7 +31,7 @@ def _photos(folder: Path, n: int) -> list[Path]:
 
 
 def _outputs(out: Path) -> list[str]:
-    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != "errors.json")
+    return sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name not in ("errors.json", ".sapiens2-outputs"))
 
 
 def _expected(photos: list[Path], root: Path) -> list[str]:
@@ -39,7 +39,7 @@ def _expected(photos: list[Path], root: Path) -> list[str]:
 
 
 def test_interrupted_run_resumes_with_every_output_once(tmp_path, checkpoints, monkeypatch, capsys):
-    from sapiens2.tasks.dense import Segmenter
+    from sapiens2.tasks import Segmenter
 
     src, out = tmp_path / "in", tmp_path / "out"
     photos = _photos(src, 6)

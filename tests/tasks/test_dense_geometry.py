@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sapiens2.tasks.dense import Albedo, Normals, Pointmap, as_image
+from sapiens2.io.images import as_image
+from sapiens2.tasks import Albedo, Normals, Pointmap
 from sapiens2.tasks.resize import (
     MEAN_RGB,
     STD_RGB,
@@ -59,6 +60,15 @@ def test_resizing_rgb_equals_resizing_bgr_then_flipping(policy):
     assert rgb.shape == (64, 48, 3)
 
 
+def test_saved_normals_have_unit_length_after_resizing_unless_asked_to_match_the_reference():
+    img = random_photo(37, 23, seed=3)  # enlarged onto the photo: bilinear mixing shortens the vectors
+    raw = Normals(Identity("normal"), input_size=SMALL_INPUT, renormalize=False)(img).normals
+    unit = Normals(Identity("normal"), input_size=SMALL_INPUT)(img).normals
+    assert np.linalg.norm(raw, axis=-1).min() < 0.99
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(unit, raw / np.linalg.norm(raw, axis=-1, keepdims=True), atol=1e-6)
+
+
 def test_padding_is_zero_before_normalisation():
     where = pad_placement((64, 30), (64, 48))
     x = place(np.full((64, 30, 3), 200, np.uint8), where)
@@ -72,7 +82,7 @@ def test_padding_is_zero_before_normalisation():
 def test_unpadding_is_exact_when_no_resampling_is_needed():
     # 64 x 30 fits a 64 x 48 input at scale 1: the crop must give the photo back pixel for pixel.
     img = random_photo(64, 30, seed=2)
-    out = Normals(Identity("normal"), input_size=SMALL_INPUT)(img).normals
+    out = Normals(Identity("normal"), input_size=SMALL_INPUT, renormalize=False)(img).normals
     expected = F.normalize(normalize(img[None]), dim=1, eps=1e-8)[0].permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(out, expected)
     albedo = Albedo(Identity("albedo"), input_size=SMALL_INPUT)(img).albedo

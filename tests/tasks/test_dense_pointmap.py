@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sapiens2.tasks.camera import CANONICAL_FOCAL, estimate_focal, focal_from_scale
-from sapiens2.tasks.dense import Pointmap
+from sapiens2.tasks import Pointmap
 from sapiens2.tasks.ply import read_ply, write_ply
 from tests.conftest import random_photo
 from tests.tasks._dense_tiny import SMALL_INPUT, Coordinates

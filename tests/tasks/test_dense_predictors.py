@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 import sapiens2
 from sapiens2.models import build_model, official_head_config
-from sapiens2.tasks.dense import (
+from sapiens2.tasks import (
     Albedo,
     DensePipeline,
     Matting,
@@ -21,8 +21,8 @@ from sapiens2.tasks.dense import (
     predictor_for,
     run_tasks,
 )
-from sapiens2.tasks.dense_models import resolve_model
-from sapiens2.tasks.seg29 import seg29
+from sapiens2.tasks.models import load_network
+from sapiens2.body_parts import seg29
 from tests.conftest import random_photo
 from tests.tasks._dense_tiny import (
     POINTMAP_INPUT,
@@ -131,16 +131,21 @@ def test_pipeline_resizes_once_per_geometry_and_attaches_the_seg_mask(predictors
 
 
 def test_predictor_for_names_every_task():
-    assert predictor_for("seg") is Segmenter and predictor_for("matting") is Matting
-    with pytest.raises(ValueError, match="unknown dense task"):
-        predictor_for("pose")
+    from sapiens2.task_table import TASKS
+    from sapiens2.tasks import PREDICTORS
+
+    assert PREDICTORS.keys() == TASKS.keys()
+    assert predictor_for("seg") is Segmenter and predictor_for("Segmentation") is Segmenter
+    assert predictor_for("matting") is Matting
+    with pytest.raises(ValueError, match="unknown task 'dance'"):
+        predictor_for("dance")
 
 
 def test_sizes_map_to_official_names():
     with pytest.raises(ValueError, match="no official matting model of size '0.4b'"):
-        resolve_model("matting", "0.4b")
+        load_network("matting", "0.4b")
     with pytest.raises(sapiens2.CheckpointNotFoundError):
-        resolve_model("albedo", "5b")  # offline in tests: a clear not-found error, no download
+        load_network("albedo", "5b")  # offline in tests: a clear not-found error, no download
 
 
 def test_matting_checkpoint_loads_strictly(tmp_path):

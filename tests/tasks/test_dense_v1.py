@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from sapiens2.models.sapiens1 import Sapiens1Config, V1HeadConfig, build_sapiens1
-from sapiens2.tasks.dense import Depth, Normals, Segmenter
-from sapiens2.tasks.seg29 import seg28
+from sapiens2.tasks import Depth, Normals, Segmenter
+from sapiens2.body_parts import seg28
 from tests.conftest import random_photo
 
 TINY = Sapiens1Config(embed_dim=32, depth=2, num_heads=2, pos_grid=(8, 6))

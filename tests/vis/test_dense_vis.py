@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sapiens2.tasks.seg29 import seg29
+from sapiens2.body_parts import seg29
 from sapiens2.vis.dense import (
     CHROMA_GREEN,
     depth_bounds,
