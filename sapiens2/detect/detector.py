@@ -22,12 +22,12 @@ from sapiens2.detect.pipeline import (
     decode,
     filter_people,
     finish,
-    full_image_box,
     letterbox,
     normalize_bgr,
 )
 from sapiens2.detect.rtmdet import RTMDet, RTMDetConfig
 from sapiens2.io.images import as_image
+from sapiens2.keypoints.topdown import whole_image_box
 
 DETECTOR_HUB_REPO = "facebook/sapiens-pose-bbox-detector"
 DETECTOR_FILENAME = "rtmdet_m.pth"
@@ -101,6 +101,6 @@ class PersonDetector:
         for image, det in zip(batch, self.detect_raw(batch, channel_order)):
             people = filter_people(det, self.score_threshold, self.nms_threshold).as_array()
             if len(people) == 0 and self.fallback_full_image:
-                people = full_image_box(*image.shape[:2])
+                people = whole_image_box(*image.shape[:2])
             results.append(people)
         return results[0] if single else results

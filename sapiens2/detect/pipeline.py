@@ -176,6 +176,3 @@ def filter_people(det: Detections, score_thr: float = 0.3, iou_threshold: float 
     return det[nms(det.boxes, det.scores, iou_threshold, offset=1.0)]
 
 
-def full_image_box(height: int, width: int) -> np.ndarray:
-    """The Sapiens fallback when no person is found: one (1, 5) box [0, 0, W - 1, H - 1] with score 1."""
-    return np.array([[0, 0, width - 1, height - 1, 1.0]], dtype=np.float32)

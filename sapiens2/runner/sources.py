@@ -8,7 +8,8 @@ holding every folder given and every file found), up to the stem, so `in/a/x.jpg
 1. an input's prefix is its stem (`x.jpg` -> `x`), or, when another input of its folder has the same stem
    (`x.jpg`, `x.png`), its whole name with dots as underscores (`x_jpg`, `x_png`);
 2. if that prefix is still taken (compared case-insensitively, for case-insensitive disks), or one of its
-   files would be an input file (`--out` inside the input folder), `_2`, `_3`, ... is appended;
+   files would be an input file (`--out` inside the input folder), the whole name with dots as underscores
+   is tried next (`x_jpg.png` -> `x_jpg_png`), then that with `_2`, `_3`, ... appended;
 3. a video writes per-frame files under a folder named by its prefix (`clip/000000_seg.npy`), so a video whose
    folder would hold another input's outputs moves on the same way (`clip_mp4/`).
 
@@ -20,6 +21,7 @@ them as inputs (`sapiens2 seg .` twice does not segment its own pictures).
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import re
 from collections import Counter
@@ -113,8 +115,9 @@ def plan_outputs(sources: Sequence[Source], out_dir: Path, files_of: Callable[[S
             taken.add(_key(source.rel))
             continue
         name = source.path.name if source.path is not None else source.rel.name
-        first = source.rel if stems[_key(source.rel)] == 1 else source.rel.parent / name.replace(".", "_")
-        candidates = (first if n == 1 else first.parent / f"{first.name}_{n}" for n in range(1, 10_000))
+        full = source.rel.parent / name.replace(".", "_")
+        first = [source.rel] if stems[_key(source.rel)] == 1 and full != source.rel else []
+        candidates = itertools.chain(first, [full], (full.parent / f"{full.name}_{n}" for n in range(2, 10_000)))
         for rel in candidates:
             key = _key(rel)
             if key in taken or any(key.startswith(f) for f in folders):

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from sapiens2.detect.pipeline import full_image_box as whole_image_box
 from sapiens2.io.images import ImageLike, as_image
 from sapiens2.io.writers import write_json, write_npz
 from sapiens2.keypoints.convert import ConvertedKeypoints, convert_keypoints, format_name, keypoint_mapping
@@ -33,13 +32,14 @@ from sapiens2.tasks import models
 from sapiens2.tasks.base import Result, Writer, as_list, check_input_size
 from sapiens2.tasks.given_boxes import read_coco_detections
 from sapiens2.tasks.resize import normalize
-from sapiens2.tasks.topdown import (
+from sapiens2.keypoints.topdown import (
     BBOX_PADDING,
     INPUT_SIZE,
     TopdownCrops,
     average_flip_heatmaps,
     crop_people,
     heatmaps_to_keypoints,
+    whole_image_box,
 )
 from sapiens2.vis.pose import draw_pose, draw_track_boxes
 
@@ -263,7 +263,7 @@ class Pose:
 
     @property
     def crop_size(self) -> tuple[int, int]:
-        """(w, h): the order the crop and codec functions of `sapiens2.tasks.topdown` take."""
+        """(w, h): the order the crop and codec functions of `sapiens2.keypoints.topdown` take."""
         return self.input_size[1], self.input_size[0]
 
     def _num_keypoints(self) -> int:

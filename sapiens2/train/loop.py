@@ -281,7 +281,7 @@ class Trainer:
                     with autocast_context(self.device, self.bf16):
                         out = self.model(x)
                         if flip is not None:
-                            from sapiens2.tasks.topdown import average_flip_heatmaps
+                            from sapiens2.keypoints.topdown import average_flip_heatmaps
 
                             out = average_flip_heatmaps(out.float(), self.model(x.flip(-1)).float(), flip)
                     out = tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()

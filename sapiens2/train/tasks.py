@@ -293,7 +293,7 @@ class PoseEvaluator:
 
     def update(self, out: torch.Tensor, batch: dict) -> None:
         from sapiens2.keypoints.udp import udp_decode
-        from sapiens2.tasks.topdown import crop_to_image
+        from sapiens2.keypoints.topdown import crop_to_image
 
         hm = out.float().cpu().numpy()
         kp, scores = udp_decode(hm, input_size=(self.w, self.h))

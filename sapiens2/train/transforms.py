@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from sapiens2.keypoints.udp import udp_encode
-from sapiens2.tasks.topdown import (
+from sapiens2.keypoints.topdown import (
     bbox_xyxy_to_center_scale,
     box_to_center_scale,
     crop_person,

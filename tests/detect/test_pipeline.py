@@ -17,7 +17,6 @@ from sapiens2.detect.pipeline import (
     decode,
     filter_people,
     finish,
-    full_image_box,
     grid_points,
     letterbox,
     normalize_bgr,
@@ -180,4 +179,6 @@ def test_filter_people_keeps_confident_boxes_and_uses_pixel_inclusive_nms():
 
 
 def test_full_image_fallback_box():
-    assert full_image_box(480, 640).tolist() == [[0.0, 0.0, 639.0, 479.0, 1.0]]
+    from sapiens2.keypoints.topdown import whole_image_box
+
+    assert whole_image_box(480, 640).tolist() == [[0.0, 0.0, 639.0, 479.0, 1.0]]

@@ -59,7 +59,7 @@ def test_pose_target_peaks_at_the_transformed_keypoints(tmp_path):
     kp, _ = udp_decode(out["heatmaps"], input_size=(W * 4, H * 4))
     raw = src.load(0)
     # without augmentation the crop is the padded box; decoding the target lands on the warped points
-    from sapiens2.tasks.topdown import bbox_xyxy_to_center_scale, fix_aspect_ratio, udp_warp_matrix
+    from sapiens2.keypoints.topdown import bbox_xyxy_to_center_scale, fix_aspect_ratio, udp_warp_matrix
 
     c, sc = bbox_xyxy_to_center_scale(raw["bbox"], 1.25)
     m = udp_warp_matrix(c, fix_aspect_ratio(sc, W / H), (W * 4, H * 4))

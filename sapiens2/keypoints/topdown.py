@@ -30,7 +30,6 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 
-from ..detect.pipeline import full_image_box as whole_image_box
 from ..keypoints.udp import HEATMAP_SIZE, INPUT_SIZE, udp_decode
 
 __all__ = [
@@ -41,7 +40,7 @@ __all__ = [
     "bbox_xyxy_to_center_scale",
     "fix_aspect_ratio",
     "box_to_center_scale",
-    "full_image_box",
+    "whole_image_box",
     "udp_warp_matrix",
     "invert_affine",
     "crop_interpolation",
@@ -92,9 +91,9 @@ def box_to_center_scale(
     return center, fix_aspect_ratio(scale, input_size[0] / input_size[1])
 
 
-def full_image_box(image_shape: Sequence[int]) -> np.ndarray:
-    """The box the reference uses when no person is detected: [0, 0, W-1, H-1]."""
-    return whole_image_box(*image_shape[:2])[0, :4]
+def whole_image_box(height: int, width: int) -> np.ndarray:
+    """The Sapiens fallback when no person is found: one (1, 5) box [0, 0, W - 1, H - 1] with score 1."""
+    return np.array([[0, 0, width - 1, height - 1, 1.0]], dtype=np.float32)
 
 
 def udp_warp_matrix(

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sapiens2.keypoints import keypoints308, udp_decode, udp_encode
-from sapiens2.tasks import topdown as td
+from sapiens2.keypoints import topdown as td
 
 META = keypoints308()
 FLIP = list(META.flip_indices)
@@ -219,5 +219,5 @@ def test_crop_to_image_inverts_image_to_crop_for_decoded_scale():
     np.testing.assert_allclose(td.crop_to_image(decoded[None], c, s)[0], p, atol=1e-9)
 
 
-def test_full_image_box():
-    assert td.full_image_box((480, 640, 3)).tolist() == [0, 0, 639, 479]
+def test_whole_image_box():
+    assert td.whole_image_box(480, 640).tolist() == [[0, 0, 639, 479, 1]]
