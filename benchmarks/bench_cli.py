@@ -1,7 +1,8 @@
 """End-to-end throughput of the batch runner versus the network alone, at the same batch size.
 
-"Model only" times what the runner's main thread does per batch (`Job.infer`: normalise, forward pass and,
-for dense tasks, resizing the maps back on the device), on inputs decoded and prepared beforehand.
+"Model only" times what the runner's main thread does per batch (`Job.run`, the predictor's `run` step:
+normalise and the forward pass), on inputs decoded and prepared beforehand; the predictor's `finish` step
+(resizing the maps back, heatmap decoding) runs in the writer threads.
 "End to end" times `run_jobs` on a folder of JPEGs: decoding, preparing (resizes, crops; detection when
 on), the network, post-processing and atomic writes of every default output. The ratio says how much of
 the non-network work the pipeline hides (target >= 90 %).
@@ -37,10 +38,10 @@ from sapiens2.models import (
     build_model,
 )
 from sapiens2.runner import RunOptions, collect_sources, run_jobs
-from sapiens2.runner.jobs import DEFAULT_SAVES, DenseJob, PoseJob
-from sapiens2.runner.models import load_network, resolve_device, resolve_dtype
-from sapiens2.tasks.dense import predictor_for
-from sapiens2.tasks.pose import Pose
+from sapiens2.runner.jobs import Job
+from sapiens2.task_table import TASKS
+from sapiens2.tasks import PREDICTORS
+from sapiens2.tasks.models import load_network, resolve_device, resolve_dtype
 
 
 def _network(task: str, spec: str, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
@@ -89,12 +90,13 @@ def main() -> None:
     image_size = tuple(int(v) for v in args.image_size.split("x"))
     input_size = tuple(int(v) for v in args.input_size.split("x"))
     net = _network(args.task, args.model, device, dtype)
-    saves = frozenset(DEFAULT_SAVES[args.task])
+    saves = TASKS[args.task].default_saves
     if args.task == "pose":
-        job = PoseJob(Pose(net, detector=None, device=device, dtype=dtype, batch_size=args.batch_size), saves)
+        predictor = PREDICTORS["pose"](net, detector=None, device=device, dtype=dtype, batch_size=args.batch_size)
     else:
-        job = DenseJob(args.task, predictor_for(args.task)(net, device=device, dtype=dtype,
-                                                            batch_size=args.batch_size, input_size=input_size), saves)
+        predictor = PREDICTORS[args.task](net, device=device, dtype=dtype, batch_size=args.batch_size,
+                                          input_size=input_size)
+    job = Job(args.task, predictor, saves)
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "in"
@@ -107,13 +109,13 @@ def main() -> None:
 
         prepared = [job.prepare(read_image(s.path), s) for s in sources]
         batches = [prepared[i:i + args.batch_size] for i in range(0, len(prepared), args.batch_size)]
-        job.infer(batches[0])  # warm-up
+        job.run(batches[0])  # warm-up
         model_only = 0.0
         for _ in range(args.repeats):  # the best of a few passes: the network's own speed, without noise
             _sync(device)
             start = time.perf_counter()
             for b in batches:
-                job.infer(b)
+                job.run(b)
             _sync(device)
             model_only = max(model_only, len(prepared) / (time.perf_counter() - start))
         del prepared, batches

@@ -62,7 +62,7 @@ def build_network(task: str, size: str, input_size: tuple[int, int]) -> torch.nn
 
 
 def worker(task: str, size: str, batch: int, args: argparse.Namespace) -> dict:
-    from sapiens2.tasks.dense import predictor_for
+    from sapiens2.tasks import predictor_for
 
     torch.manual_seed(0)
     device = torch.device(args.device)

@@ -46,6 +46,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--height", type=int, default=720)
     ap.add_argument("--width", type=int, default=1280)
+    ap.add_argument("--flip-test", action="store_true",
+                    help="run the flip test as Pose does by default (twice the network work of the model-only row)")
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.size == "tiny":
@@ -61,7 +63,7 @@ def main() -> None:
         p = folder / f"{i:03d}.jpg"
         cv2.imwrite(str(p), rng.integers(0, 255, (args.height, args.width, 3), dtype=np.uint8))
         paths.append(str(p))
-    pose = Pose(net, detector=OneFixedPerson(detector), batch_size=args.batch)
+    pose = Pose(net, detector=OneFixedPerson(detector), batch_size=args.batch, flip_test=args.flip_test)
     pose(paths[:1])  # warm-up
     t = time.perf_counter()
     pose(paths)

@@ -149,40 +149,55 @@ def _predict_pose_for_eval(args: argparse.Namespace) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sapiens2", description="Sapiens2 human-centric vision models.")
+    """Every sub-command; building it imports neither torch nor the training code."""
+    from sapiens2.task_table import TASKS
+
+    parser = argparse.ArgumentParser(prog="sapiens2", description="Sapiens2 human-centric vision models.",
+                                     epilog="Every command and option: docs/CLI.md (or `sapiens2 COMMAND --help`).")
     parser.add_argument("--version", action="version", version=f"sapiens2 {sapiens2.__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("models", help="list the official models and which are available locally")
-    p.add_argument("--task", choices=["pretrain", "pose", "seg", "normal", "pointmap", "albedo", "matting", "depth", "detect"])
+    p = sub.add_parser("models", help="list the official models and which are available locally",
+                       description="The official models (task, size, input, hub repo) and the local file of each "
+                                   "that is already on this machine.")
+    p.add_argument("--task", choices=["pretrain", *TASKS, "detect"], help="only the models of this task")
     p.set_defaults(func=_cmd_models)
 
-    p = sub.add_parser("download", help="fetch official checkpoints into the Hugging Face cache")
+    p = sub.add_parser("download", help="fetch official checkpoints into the Hugging Face cache",
+                       description="Fetch official checkpoints by name into the Hugging Face cache, where every "
+                                   "command finds them.")
     p.add_argument("names", nargs="+", metavar="NAME", help="e.g. sapiens2-pose-0.4b")
     p.set_defaults(func=_cmd_download)
 
-    p = sub.add_parser("inspect", help="say what a checkpoint file holds (arch, task, head)")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p = sub.add_parser("inspect", help="say what a checkpoint file holds (arch, task, head)",
+                       description="Say what checkpoint files hold (generation, arch, task, head) from their "
+                                   "headers, without reading any tensor.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="checkpoint files or official model names")
     p.add_argument("--allow-pickle", action="store_true", help="read .pth/.bin files (weights only)")
     p.set_defaults(func=_cmd_inspect)
 
-    p = sub.add_parser("convert", help="convert a .pth checkpoint to .safetensors (no code from it is run)")
-    p.add_argument("input", metavar="IN.pth")
+    p = sub.add_parser("convert", help="convert a .pth checkpoint to .safetensors (no code from it is run)",
+                       description="Convert a pickle checkpoint (.pth) to .safetensors once, reading it with a "
+                                   "restricted unpickler: nothing in the file can run.")
+    p.add_argument("input", metavar="IN.pth", help="the pickle checkpoint")
     p.add_argument("output", nargs="?", metavar="OUT.safetensors", help="default: beside the input")
     p.set_defaults(func=_cmd_convert)
 
-    p = sub.add_parser("eval", help="score predictions against ground truth (pose, seg, normal, pointmap, ...)")
-    p.add_argument("task", choices=["pose", "seg", "normal", "pointmap", "albedo", "matting", "depth"])
+    p = sub.add_parser("eval", help="score predictions against ground truth (pose, seg, normal, pointmap, ...)",
+                       description="Score saved predictions against ground truth with the reference's metrics, "
+                                   "or (pose) predict with a model first, then score.")
+    p.add_argument("task", choices=list(TASKS), help="what the predictions are")
     p.add_argument("--gt", required=True, help="COCO keypoint JSON (pose) or a folder of ground-truth maps")
     p.add_argument("--pred", help="COCO results JSON (pose) or a folder of predicted maps")
     p.add_argument("--model", help="pose: predict with this model first (size, name or file)")
     p.add_argument("--images", help="pose with --model: the folder holding the ground truth's images")
     p.add_argument("--gt-boxes", action="store_true", help="pose with --model: crop the ground-truth boxes")
-    p.add_argument("--flip-test", action="store_true")
-    p.add_argument("--device", default=None)
+    p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
+                   help="pose with --model: average with the mirrored crops' heatmaps (default on, as the reference)")
+    p.add_argument("--device", default=None, help="pose with --model: auto, cpu, cuda, cuda:N or mps (default cpu)")
     p.add_argument("--out", help="write the metrics as JSON here")
-    p.add_argument("--max-dets", type=int)
-    p.add_argument("--num-classes", type=int)
+    p.add_argument("--max-dets", type=int, help="pose: detections kept per image (default: COCO's 20)")
+    p.add_argument("--num-classes", type=int, help="seg: the number of classes (29; 28 for Sapiens v1 models)")
     p.add_argument("--align", choices=["none", "scale", "scale_shift", "median"],
                    help="pointmap: none (default), scale, scale_shift; depth: median (default), scale_shift, none")
     p.add_argument("--mask", help="folder of masks (normal, pointmap, albedo, depth)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import sapiens2
 from sapiens2.cli import main
@@ -169,3 +170,27 @@ def test_eval_seg_28_classes_names_v1_parts_and_depth_runs(tmp_path, capsys):
     assert main(["eval", "depth", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
                  "--align", "scale"]) == 1
     assert "alignment must be one of" in capsys.readouterr().err
+
+
+def test_the_cli_reference_in_docs_is_the_parser_s_own():
+    """docs/CLI.md is generated (`python -m sapiens2.cli_reference > docs/CLI.md`); regenerate it when this fails."""
+    from sapiens2.cli_reference import render
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "CLI.md"
+    assert doc.read_text(encoding="utf-8") == render()
+
+
+def test_every_option_of_every_command_has_help():
+    import argparse
+
+    from sapiens2.cli import build_parser
+    from sapiens2.cli_reference import _subcommands
+
+    parser = build_parser()
+    missing = []
+    for name, sub in _subcommands(parser).items():
+        assert sub.description, f"{name} has no description"
+        for action in sub._actions:
+            if not action.help and not isinstance(action, argparse._HelpAction):
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
+    assert missing == []

@@ -26,7 +26,7 @@ LAYERS = {
     "tasks": 4, "train": 4,
     "pretrain": 5,
     "runner": 6,
-    "cli": 7, "__main__": 8,
+    "cli": 7, "__main__": 8, "cli_reference": 8,
 }
 
 
