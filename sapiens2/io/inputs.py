@@ -208,7 +208,8 @@ class _Expansion:
                     continue
                 try:
                     is_dir = child.is_dir()  # follows symbolic links
-                except OSError:
+                except OSError as e:  # a link to itself, or one too deep to follow: say so, keep going
+                    self.report(child.path, f"cannot follow symbolic link ({e.strerror or e})", source)
                     continue
                 if is_dir:
                     stack.append(child.path)
