@@ -8,7 +8,7 @@ The steps, as the Sapiens2 reference runs them at test time:
 2. ``udp_warp_matrix``: the UDP affine map from image to crop pixels,
    ``x' = (768-1)/w * (x - cx + w/2)`` and ``y' = (1024-1)/h * (y - cy + h/2)``, so the
    scaled box ``[c - s/2, c + s/2]`` lands on pixel centres ``[0, 767] x [0, 1023]``.
-3. ``crop_person``: ``cv2.warpAffine`` to 768x1024, constant black border; INTER_AREA when
+3. ``crop_person``: ``cv2.warpAffine`` to 1024x768 (height x width), constant black border; INTER_AREA when
    the smaller row norm of the matrix is < 1 (OpenCV's warpAffine treats it as bilinear),
    else INTER_CUBIC.
 4. The network runs on the crops (and on their horizontal mirror for the flip test);
@@ -71,7 +71,7 @@ def bbox_xyxy_to_center_scale(
     return center, scale
 
 
-def fix_aspect_ratio(scales: Any, aspect_ratio: float = INPUT_SIZE[0] / INPUT_SIZE[1]) -> np.ndarray:
+def fix_aspect_ratio(scales: Any, aspect_ratio: float = INPUT_SIZE[1] / INPUT_SIZE[0]) -> np.ndarray:
     """Enlarge (w, h) scales to the aspect ratio w/h, keeping the larger side."""
     s = np.asarray(scales)
     w, h = s[..., 0], s[..., 1]
@@ -86,9 +86,10 @@ def box_to_center_scale(
     padding: float = BBOX_PADDING,
     input_size: tuple[int, int] = INPUT_SIZE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Box -> (centre, aspect-fixed padded scale): the values used for cropping and decoding."""
+    """Box -> (centre, aspect-fixed padded scale): the values used for cropping and decoding.
+    `input_size` is the crop's (height, width)."""
     center, scale = bbox_xyxy_to_center_scale(boxes, padding)
-    return center, fix_aspect_ratio(scale, input_size[0] / input_size[1])
+    return center, fix_aspect_ratio(scale, input_size[1] / input_size[0])
 
 
 def whole_image_box(height: int, width: int) -> np.ndarray:
@@ -104,7 +105,8 @@ def udp_warp_matrix(
 ) -> np.ndarray:
     """The (2, 3) float32 UDP affine matrix from image to crop pixels.
 
-    ``rotation`` is in degrees (0 at test time; training rotates about the centre).
+    ``output_size`` is the crop's (height, width); ``rotation`` is in degrees (0 at test time; training
+    rotates about the centre).
     The arithmetic runs in the dtype of ``center``/``scale`` (float32 for float32 boxes)
     in the reference's order of operations, to mirror its float32 rounding.
     """
@@ -115,8 +117,8 @@ def udp_warp_matrix(
     if not np.issubdtype(s.dtype, np.floating):
         s = s.astype(np.float64)
     size2 = c * 2  # the reference expresses the translation through 2 * centre
-    fx = (output_size[0] - 1) / s[0]
-    fy = (output_size[1] - 1) / s[1]
+    fx = (output_size[1] - 1) / s[0]
+    fy = (output_size[0] - 1) / s[1]
     r = float(np.deg2rad(rotation))
     cos, sin = math.cos(r), math.sin(r)
     m = np.zeros((2, 3), dtype=np.float32)
@@ -148,7 +150,7 @@ def crop_person(
     input_size: tuple[int, int] = INPUT_SIZE,
     rotation: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Warp one person to the network input. Returns (crop (h, w, C), matrix (2, 3)).
+    """Warp one person to the network input (height, width). Returns (crop (h, w, C), matrix (2, 3)).
 
     ``scale`` must already be aspect-fixed (``box_to_center_scale``).
     """
@@ -156,7 +158,7 @@ def crop_person(
     crop = cv2.warpAffine(
         image,
         m,
-        (int(input_size[0]), int(input_size[1])),
+        (int(input_size[1]), int(input_size[0])),  # OpenCV takes (width, height)
         flags=crop_interpolation(m),
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
@@ -186,10 +188,10 @@ def crop_people(
     padding: float = BBOX_PADDING,
     input_size: tuple[int, int] = INPUT_SIZE,
 ) -> TopdownCrops:
-    """Crop every xyxy box of ``image`` (H, W[, C]) to the network input size."""
+    """Crop every xyxy box of ``image`` (H, W[, C]) to the network input size (height, width)."""
     b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     centers, scales = box_to_center_scale(b, padding, input_size)
-    w, h = input_size
+    h, w = input_size
     channels = () if image.ndim == 2 else (image.shape[2],)
     crops = np.empty((len(b), h, w, *channels), dtype=image.dtype)
     mats = np.empty((len(b), 2, 3), dtype=np.float32)
@@ -201,11 +203,11 @@ def crop_people(
 
 
 def image_to_crop(points: Any, center: Any, scale: Any, input_size: tuple[int, int] = INPUT_SIZE) -> np.ndarray:
-    """Image pixels -> crop pixels for one person (no rotation). points (..., 2)."""
+    """Image pixels -> crop pixels for one person (no rotation). points (..., 2); `input_size` (height, width)."""
     p = np.asarray(points, dtype=np.float64)
     c = np.asarray(center, dtype=np.float64)
     s = np.asarray(scale, dtype=np.float64)
-    size = np.asarray(input_size, dtype=np.float64)
+    size = np.asarray(input_size[::-1], dtype=np.float64)
     return (p - c + 0.5 * s) * (size - 1) / s
 
 
@@ -222,7 +224,7 @@ def crop_to_image(keypoints: Any, centers: Any, scales: Any, input_size: tuple[i
     if kp.ndim == 3:
         c = c.reshape(-1, 1, 2)
         s = s.reshape(-1, 1, 2)
-    size = np.asarray(input_size, dtype=np.float64)
+    size = np.asarray(input_size[::-1], dtype=np.float64)  # (w, h): keypoints are (x, y)
     return kp / size * s + c - 0.5 * s
 
 

@@ -52,8 +52,8 @@ __all__ = [
     "modulate_heatmaps",
 ]
 
-INPUT_SIZE: tuple[int, int] = (768, 1024)  # (w, h) of the network input
-HEATMAP_SIZE: tuple[int, int] = (192, 256)  # (w, h) of the pose heatmaps
+INPUT_SIZE: tuple[int, int] = (1024, 768)  # (height, width) of the network input
+HEATMAP_SIZE: tuple[int, int] = (256, 192)  # (height, width) of the pose heatmaps
 
 
 def _to_numpy(x: Any) -> np.ndarray:
@@ -77,7 +77,7 @@ def udp_encode(
             are ignored.
         keypoints_visible: (N, K) or (K,) visibilities; default all ones. Points with
             visibility < 0.5 (or non-finite coordinates) are not drawn.
-        input_size, heatmap_size: (w, h).
+        input_size, heatmap_size: (height, width), as every size in this package.
         sigma: Gaussian sigma in heatmap pixels; the window half-size is int(3 sigma).
 
     Returns:
@@ -100,9 +100,9 @@ def udp_encode(
         vis = _to_numpy(keypoints_visible).reshape(n, k)
     weights = vis.astype(np.float32, copy=True)
 
-    w, h = heatmap_size
-    in_size = np.asarray(input_size, dtype=np.float64)
-    hm_size = np.asarray(heatmap_size, dtype=np.float64)
+    h, w = heatmap_size
+    in_size = np.asarray(input_size[::-1], dtype=np.float64)  # (w, h): keypoints are (x, y)
+    hm_size = np.asarray(heatmap_size[::-1], dtype=np.float64)
     # float32 factor, like the reference, so float32 keypoints stay float32 here.
     factor = ((in_size - 1) / (hm_size - 1)).astype(np.float32)
     khm = kp[..., :2] / factor  # (N, K, 2) heatmap coordinates
@@ -231,7 +231,7 @@ def udp_decode(
 
     Args:
         heatmaps: (K, H, W) or (N, K, H, W) array or tensor (any float dtype).
-        input_size: (w, h) of the network input the heatmaps belong to.
+        input_size: (height, width) of the network input the heatmaps belong to.
         blur_kernel_size: odd kernel of the modulation blur.
 
     Returns:
@@ -247,7 +247,7 @@ def udp_decode(
     locs, vals = heatmap_maximum(flat)
     locs = _refine_dark_udp(locs, flat, blur_kernel_size)
     kps = locs.astype(np.float64) / np.array([w - 1, h - 1], dtype=np.float64)
-    kps = kps * np.asarray(input_size, dtype=np.float64)
+    kps = kps * np.asarray(input_size[::-1], dtype=np.float64)
     return kps.reshape(*lead, 2), vals.astype(np.float32).reshape(lead)
 
 
@@ -275,9 +275,9 @@ class UDPHeatmapCodec:
     def decode(self, heatmaps: Any) -> tuple[np.ndarray, np.ndarray]:
         """(K, H, W) or (N, K, H, W) heatmaps -> (keypoints in crop pixels, scores)."""
         hm = _to_numpy(heatmaps)
-        if tuple(hm.shape[-2:]) != (self.heatmap_size[1], self.heatmap_size[0]):
+        if tuple(hm.shape[-2:]) != tuple(self.heatmap_size):
             raise ValueError(
-                f"heatmaps of size {hm.shape[-2:]} (h, w) do not match the codec's "
-                f"heatmap_size {self.heatmap_size} (w, h)"
+                f"heatmaps of size {tuple(hm.shape[-2:])} (h, w) do not match the codec's "
+                f"heatmap_size {tuple(self.heatmap_size)} (h, w)"
             )
         return udp_decode(hm, input_size=self.input_size, blur_kernel_size=self.blur_kernel_size)

@@ -247,7 +247,7 @@ class Pose:
         input_size = check_input_size(input_size, multiple=4)  # the heatmap stride
         self.device = models.resolve_device(device)
         self.network: nn.Module = models.load_network("pose", model, self.device, dtype, allow_pickle)
-        h, w = input_size or trained_input_size(self.network) or (INPUT_SIZE[1], INPUT_SIZE[0])
+        h, w = input_size or trained_input_size(self.network) or INPUT_SIZE
         self.input_size: tuple[int, int] = (int(h), int(w))
         self.dtype = next(self.network.parameters()).dtype
         self.keypoint_set = keypoint_set_for(self._num_keypoints())
@@ -260,11 +260,6 @@ class Pose:
         self.batch_size = int(batch_size)
         self.box_padding = box_padding
         self._detector_lock = threading.Lock()
-
-    @property
-    def crop_size(self) -> tuple[int, int]:
-        """(w, h): the order the crop and codec functions of `sapiens2.keypoints.topdown` take."""
-        return self.input_size[1], self.input_size[0]
 
     def _num_keypoints(self) -> int:
         head = getattr(self.network, "decode_head", None) or getattr(self.network, "head", None)
@@ -308,7 +303,7 @@ class Pose:
     def _prepare(self, image: np.ndarray, given: Any | None, detected: Any | None,
                  path: Path | None = None) -> PosePrepared:
         boxes, source = self.choose_boxes(image, given, detected)
-        crops = crop_people(image, boxes[:, :4], self.box_padding, self.crop_size) if len(boxes) else None
+        crops = crop_people(image, boxes[:, :4], self.box_padding, self.input_size) if len(boxes) else None
         return PosePrepared(image.shape[:2], boxes, source, crops, path)
 
     @torch.inference_mode()
@@ -332,7 +327,7 @@ class Pose:
         people = []
         if raw is not None and prepared.crops is not None:
             crops = prepared.crops
-            kp, scores = heatmaps_to_keypoints(raw, crops.centers, crops.scales, self.crop_size)
+            kp, scores = heatmaps_to_keypoints(raw, crops.centers, crops.scales, self.input_size)
             for j in range(len(crops)):
                 people.append(Person(crops.boxes[j].copy(), float(prepared.boxes[j, 4]), kp[j].astype(np.float32),
                                      scores[j].astype(np.float32)))

@@ -296,8 +296,8 @@ class PoseEvaluator:
         from sapiens2.keypoints.topdown import crop_to_image
 
         hm = out.float().cpu().numpy()
-        kp, scores = udp_decode(hm, input_size=(self.w, self.h))
-        kp = crop_to_image(kp, batch["center"].numpy(), batch["scale"].numpy(), (self.w, self.h))
+        kp, scores = udp_decode(hm, input_size=(self.h, self.w))
+        kp = crop_to_image(kp, batch["center"].numpy(), batch["scale"].numpy(), (self.h, self.w))
         for i in range(len(hm)):
             s = scores[i]
             good = s > 0.2

@@ -244,8 +244,8 @@ class PoseTransform:
 
     def _val(self, s: dict) -> dict:
         box = s["ann_box"] if s.get("ann_box") is not None else s["bbox"]  # GT boxes, as the reference validates
-        center, scale = box_to_center_scale(np.asarray(box, np.float32), self.p.bbox_padding, (self.w, self.h))
-        crop, _ = crop_person(s["image"], center, scale, (self.w, self.h))
+        center, scale = box_to_center_scale(np.asarray(box, np.float32), self.p.bbox_padding, (self.h, self.w))
+        crop, _ = crop_person(s["image"], center, scale, (self.h, self.w))
         return {"image": to_chw(crop), "center": center.astype(np.float32), "scale": scale.astype(np.float32),
                 "image_id": np.int64(s["image_id"]), "instance": np.int64(s["instance"])}
 
@@ -273,7 +273,7 @@ class PoseTransform:
             if rng.random() < p.rotate_p:
                 rot = float(p.rotate_factor * tn[3])
         scale = fix_aspect_ratio(np.asarray(scale, np.float32), self.w / self.h)
-        m = udp_warp_matrix(np.asarray(center, np.float32), scale, (self.w, self.h), rot)
+        m = udp_warp_matrix(np.asarray(center, np.float32), scale, (self.h, self.w), rot)
         crop = cv2.warpAffine(np.ascontiguousarray(img), m, (self.w, self.h), flags=cv2.INTER_LINEAR,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         kp = kp @ m[:, :2].T + m[:, 2]
@@ -288,8 +288,8 @@ class PoseTransform:
                 crop = median_blur(crop, rng)
             if rng.random() < p.dropout_p:
                 crop = coarse_dropout(crop, rng, p.dropout_size)
-        heatmaps, weights = udp_encode(kp, vis, input_size=(self.w, self.h),
-                                       heatmap_size=(self.w // 4, self.h // 4), sigma=p.heatmap_sigma)
+        heatmaps, weights = udp_encode(kp, vis, input_size=(self.h, self.w),
+                                       heatmap_size=(self.h // 4, self.w // 4), sigma=p.heatmap_sigma)
         return {"image": to_chw(crop), "heatmaps": heatmaps, "keypoint_weights": (weights * vis).astype(np.float32)}
 
     def _half_body(self, kp: np.ndarray, vis: np.ndarray, center: np.ndarray, scale: np.ndarray,

@@ -38,8 +38,8 @@ class BrightestPixelPose(nn.Module):
             centroid = [float((xs * red).sum() / red.sum()), float((ys * red).sum() / red.sum())]
             kp = np.tile(np.array([centroid], np.float32), (1, self.keypoints, 1))
             h, w = red.shape
-            heat, _ = udp_encode(kp, np.ones((1, self.keypoints), np.float32), input_size=(w, h),
-                                 heatmap_size=(w // 4, h // 4))
+            heat, _ = udp_encode(kp, np.ones((1, self.keypoints), np.float32), input_size=(h, w),
+                                 heatmap_size=(h // 4, w // 4))
             out.append(torch.from_numpy(heat))
         return torch.stack(out).to(x.dtype)
 
@@ -64,7 +64,7 @@ def test_a_dot_comes_back_where_it_was_drawn(flip):
 def test_other_crop_sizes_and_v1_models_trained_at_them():
     img = _photo(480, 640, [(300, 200)])
     pose = Pose(BrightestPixelPose(), detector=None, input_size=(256, 192))
-    assert pose.crop_size == (192, 256)
+    assert pose.input_size == (256, 192)
     result = pose(img, boxes=[[250, 120, 380, 330]])
     np.testing.assert_allclose(result.people[0].keypoints[0], [300, 200], atol=2.0)
     with pytest.raises(ValueError, match="multiples of 4"):
@@ -74,7 +74,7 @@ def test_other_crop_sizes_and_v1_models_trained_at_them():
     v1 = build_sapiens1(Sapiens1Config(32, 1, 1, patch_padding=2, pos_grid=(8, 6)), "pose",
                         V1HeadConfig(32, (8, 8), (8,), 17)).eval()
     pose = Pose(v1, detector=None)
-    assert pose.crop_size == (96, 128)  # the grid its positions were trained for
+    assert pose.input_size == (128, 96)  # the grid its positions were trained for
     assert pose(img).people[0].keypoints.shape == (17, 2)
 
 

@@ -56,13 +56,13 @@ def test_pose_target_peaks_at_the_transformed_keypoints(tmp_path):
     t = PoseTransform((H * 4, W * 4), src.layout(), PoseAugment(heatmap_sigma=2.0), augment=False)
     out = t(src.load(0), np.random.default_rng(0))
     assert out["image"].shape == (3, H * 4, W * 4) and out["heatmaps"].shape == (17, H, W)
-    kp, _ = udp_decode(out["heatmaps"], input_size=(W * 4, H * 4))
+    kp, _ = udp_decode(out["heatmaps"], input_size=(H * 4, W * 4))
     raw = src.load(0)
     # without augmentation the crop is the padded box; decoding the target lands on the warped points
     from sapiens2.keypoints.topdown import bbox_xyxy_to_center_scale, fix_aspect_ratio, udp_warp_matrix
 
     c, sc = bbox_xyxy_to_center_scale(raw["bbox"], 1.25)
-    m = udp_warp_matrix(c, fix_aspect_ratio(sc, W / H), (W * 4, H * 4))
+    m = udp_warp_matrix(c, fix_aspect_ratio(sc, W / H), (H * 4, W * 4))
     expected = raw["keypoints"] @ m[:, :2].T + m[:, 2]
     vis = out["keypoint_weights"] > 0
     assert vis.sum() >= 10
