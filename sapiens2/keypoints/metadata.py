@@ -21,7 +21,6 @@ from importlib import resources
 from types import MappingProxyType
 from typing import Mapping, Sequence
 
-import numpy as np
 
 __all__ = [
     "KeypointSet",
@@ -78,17 +77,6 @@ class KeypointSet:
             cache = {n: i for i, n in enumerate(self.names)}
             object.__setattr__(self, "_n2i", cache)
         return cache
-
-    def sigmas_array(self) -> np.ndarray:
-        return np.asarray(self.sigmas, dtype=np.float32)
-
-    def keypoint_colors_array(self) -> np.ndarray:
-        """(K, 3) uint8 RGB."""
-        return np.asarray(self.keypoint_colors, dtype=np.uint8).reshape(-1, 3)
-
-    def skeleton_link_colors_array(self) -> np.ndarray:
-        """(L, 3) uint8 RGB."""
-        return np.asarray(self.skeleton_link_colors, dtype=np.uint8).reshape(-1, 3)
 
 
 def _read_json(filename: str) -> dict:

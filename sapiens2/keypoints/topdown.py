@@ -42,7 +42,6 @@ __all__ = [
     "box_to_center_scale",
     "whole_image_box",
     "udp_warp_matrix",
-    "invert_affine",
     "crop_interpolation",
     "crop_person",
     "crop_people",
@@ -129,11 +128,6 @@ def udp_warp_matrix(
     m[1, 1] = cos * fy
     m[1, 2] = fy * (-0.5 * size2[0] * sin - 0.5 * size2[1] * cos + 0.5 * s[1])
     return m
-
-
-def invert_affine(matrix: Any) -> np.ndarray:
-    """Inverse of a (2, 3) affine matrix (float64)."""
-    return cv2.invertAffineTransform(np.asarray(matrix, dtype=np.float64))
 
 
 def crop_interpolation(matrix: np.ndarray) -> int:

@@ -57,7 +57,6 @@ def test_colours_and_sigmas_counts(kset):
     assert len(kset.keypoint_colors) == len(kset)
     assert len(kset.skeleton_link_colors) == len(kset.skeleton_links)
     assert all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in kset.keypoint_colors)
-    assert kset.keypoint_colors_array().shape == (len(kset), 3)
     assert len(kset.sigmas) == len(kset) and min(kset.sigmas) > 0
     for a, b in kset.skeleton_links:
         assert 0 <= a < len(kset) and 0 <= b < len(kset)
