@@ -11,25 +11,28 @@ import sapiens2
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    """The zoo, and which checkpoints are already on this machine."""
+    """The zoo with each model's licence and file format, and which checkpoints are already on this machine."""
     from sapiens2.hub import available_models, checkpoint_root
     from sapiens2.zoo import MODELS
 
     found = available_models()
-    rows = [("name", "task", "arch", "input HxW", "hub repo", "local file")]
+    rows = [("name", "task", "arch", "input HxW", "format", "licence", "hub repo", "local file")]
     for name, info in MODELS.items():
         if args.task and info.task != args.task:
             continue
         where = found[name]
-        repo = info.repo + ("" if info.hub_confirmed else " (unconfirmed)")
-        rows.append((name, info.task, info.arch, "x".join(map(str, info.input_size)), repo, str(where) if where else "-"))
+        repo = info.repo or "- (not published)"
+        rows.append((name, info.task, info.arch, "x".join(map(str, info.input_size)), info.format, info.license,
+                     repo, str(where) if where else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print(f"\nCheckpoint root: {checkpoint_root()} (set SAPIENS_CHECKPOINT_ROOT to change it); "
-          "`sapiens2 download NAME` fetches a model into the Hugging Face cache.")
+          "`sapiens2 download NAME` fetches a model into the Hugging Face cache. Formats: pth = pickle, "
+          "loaded with --allow-pickle (weights only); torchscript / bfloat16 = .pt2 programs that carry code, "
+          "loaded only with the code opt-in (allow_code=True). Read each licence before using the weights.")
     return 0
 
 
