@@ -175,3 +175,26 @@ def test_names_find_their_entry():
         assert find_model(m.basename) is m, m.name
         if m.repo.startswith("facebook/") and m.repo.removeprefix("facebook/") == m.name:
             assert find_model(m.repo) is m
+
+
+def test_models_command_shows_format_and_licence(tmp_path, monkeypatch, capsys):
+    from sapiens2.cli import main
+
+    monkeypatch.setenv("SAPIENS_CHECKPOINT_ROOT", str(tmp_path))
+    monkeypatch.setenv("SAPIENS_V1_CHECKPOINT_ROOT", str(tmp_path))
+    assert main(["models"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert "licence" in lines["name"] and "format" in lines["name"]
+    assert "Sapiens2 License" in lines["sapiens2-pose-0.4b"] and "safetensors" in lines["sapiens2-pose-0.4b"]
+    assert "Apache-2.0" in lines["rtmdet-m-person"] and " pth " in lines["rtmdet-m-person"]
+    assert "CC-BY-NC-4.0" in lines["sapiens-normal-2b-bfloat16"] and "bfloat16" in lines["sapiens-normal-2b-bfloat16"]
+    assert "not published" in lines["sapiens2-albedo-1b"]
+
+
+def test_missing_albedo_weights_say_they_are_not_published(tmp_path, monkeypatch):
+    import sapiens2
+
+    monkeypatch.setenv("SAPIENS_CHECKPOINT_ROOT", str(tmp_path))
+    with pytest.raises(sapiens2.CheckpointNotFoundError) as e:
+        sapiens2.load("sapiens2-albedo-0.4b", device="meta")
+    assert "not published" in str(e.value) and str(tmp_path / "albedo" / "sapiens2_0.4b_albedo.safetensors") in str(e.value)
