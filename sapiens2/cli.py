@@ -91,18 +91,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from sapiens2.metrics.report import evaluate, format_table
 
     pred = args.pred
-    if args.model is not None:
-        if args.task != "pose" or not args.images:
-            print("error: --model needs task 'pose' and --images (a folder of the ground truth's images)",
-                  file=sys.stderr)
-            return 2
-        pred = _predict_pose_for_eval(args)
-    if pred is None:
+    if args.model is not None and (args.task != "pose" or not args.images):
+        print("error: --model needs task 'pose' and --images (a folder of the ground truth's images)",
+              file=sys.stderr)
+        return 2
+    if pred is None and args.model is None:
         print("error: give --pred (saved predictions) or --model with --images", file=sys.stderr)
         return 2
     options = {"max_dets": args.max_dets, "num_classes": args.num_classes, "align": args.align,
-               "mask": args.mask, "trimap": args.trimap}
+               "mask": args.mask, "trimap": args.trimap, "absent": args.absent_classes}
     try:
+        if args.model is not None:
+            pred = _predict_pose_for_eval(args)
         results = evaluate(args.task, pred, args.gt, **{k: v for k, v in options.items() if v is not None})
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -117,34 +117,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _predict_pose_for_eval(args: argparse.Namespace) -> Path:
     """Run `Pose` on every image the ground truth lists and write COCO results next to --out."""
-    import json
-
-    import numpy as np
-
     from sapiens2.io.writers import write_json
-    from sapiens2.keypoints.coco_results import to_coco_results
+    from sapiens2.metrics.predict import predict_keypoints
+    from sapiens2.metrics.readers import read_eval_images
 
-    gt = json.loads(Path(args.gt).read_text())
-    boxes_by_image: dict[int, list] = {}
-    for ann in gt.get("annotations", []):
-        x, y, w, h = ann["bbox"]
-        boxes_by_image.setdefault(ann["image_id"], []).append([x, y, x + w, y + h, 1.0])
+    images = read_eval_images(args.gt, args.images, gt_boxes=args.gt_boxes)  # checked before loading a model
     pose = sapiens2.Pose(args.model, detector=None if args.gt_boxes else "rtmdet", device=args.device,
                          flip_test=args.flip_test)
-    results: list[dict] = []
-    for image in gt["images"]:
-        given = boxes_by_image.get(image["id"], []) if args.gt_boxes else None
-        if given is not None and not given:
-            continue
-        found = pose(str(Path(args.images) / image["file_name"]), boxes=given)
-        kp = found.keypoints()
-        if len(kp) == 0:
-            continue
-        if kp.shape[1] == 308:
-            results += to_coco_results(image["id"], kp[..., :2], kp[..., 2], bbox_scores=found.boxes()[:, 4])
-        else:
-            results += [{"image_id": image["id"], "category_id": 1, "score": float(p[:, 2].mean()),
-                         "keypoints": np.round(p, 3).ravel().tolist()} for p in kp]
+    results = predict_keypoints(images, pose)
     out = Path(args.out).with_suffix(".predictions.json") if args.out else Path("pose_predictions.json")
     write_json(out, results)
     print(f"predictions: {out}")
@@ -186,6 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the metrics as JSON here")
     p.add_argument("--max-dets", type=int)
     p.add_argument("--num-classes", type=int)
+    p.add_argument("--absent-classes", choices=["zero", "ignore"],
+                   help="seg: a class absent from both prediction and ground truth (IoU), or from the ground "
+                        "truth (Acc), counts as 0 in the means (zero: default, as the reference's evaluator) or "
+                        "is left out of them (ignore)")
     p.add_argument("--align", choices=["none", "scale", "scale_shift", "median"],
                    help="pointmap: none (default), scale, scale_shift; depth: median (default), scale_shift, none")
     p.add_argument("--mask", help="folder of masks (normal, pointmap, albedo, depth)")
