@@ -11,7 +11,9 @@ suffix such as `_seg` on the prediction tolerated. So the tree `sapiens2 seg pho
 from __future__ import annotations
 
 import json
+import math
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,13 +102,17 @@ def _objects(data: dict, key: str, path: Path, required: bool) -> list[dict]:
 
 
 def _number(value: object, path: Path, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+    try:
+        ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    except OverflowError:  # an integer beyond the float range
+        ok = False
+    if not ok:
         raise MetricsInputError(f"{path}: {where} must be a finite number, got {value!r}"[:300])
     return float(value)
 
 
 def _image_id(value: object, path: Path, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**63) <= value < 2**63:
         raise MetricsInputError(f"{path}: {where} must be an integer image id, got {value!r}"[:300])
     return value
 
@@ -239,10 +245,12 @@ def _open_image(path: Path) -> Image.Image:
     if not path.is_file():
         raise MetricsInputError(f"{path}: file not found")
     try:
-        img = Image.open(path)
+        with warnings.catch_warnings():  # the size is checked below, against our own limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path)
     except Image.DecompressionBombError:
-        raise MetricsInputError(f"{path}: image header claims too many pixels (over {MAX_PIXELS}; a "
-                                "decompression bomb?)") from None
+        raise MetricsInputError(f"{path}: image header claims more pixels than Pillow opens, over the limit of "
+                                f"{MAX_PIXELS} (a decompression bomb?)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise MetricsInputError(f"{path}: unreadable image ({e})") from None
     width, height = img.size

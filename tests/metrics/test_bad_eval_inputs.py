@@ -127,7 +127,7 @@ def _png_header_only(path, width: int, height: int) -> None:
                      + chunk(b"IEND", b""))
 
 
-@pytest.mark.parametrize("size", [(100_000, 100_000), (20_000, 10_000)])
+@pytest.mark.parametrize("size", [(100_000, 100_000), (12_000, 12_000)])  # beyond Pillow's own limit; beyond ours
 def test_a_huge_png_header_is_refused_before_decoding(tmp_path, capsys, size):
     for d in ("pred", "gt"):
         (tmp_path / d).mkdir()
@@ -135,7 +135,7 @@ def test_a_huge_png_header_is_refused_before_decoding(tmp_path, capsys, size):
     np.save(tmp_path / "pred" / "a_seg.npy", np.zeros((4, 4), np.int64))
     assert _eval("seg", "--pred", tmp_path / "pred", "--gt", tmp_path / "gt") == 1
     err = _error(capsys)
-    assert "a.png" in err and "decompression bomb" in err
+    assert "a.png" in err and "decompression bomb" in err and "Warning" not in err
 
 
 def test_complex_npy_is_refused(tmp_path, capsys):
