@@ -198,3 +198,26 @@ def test_missing_albedo_weights_say_they_are_not_published(tmp_path, monkeypatch
     with pytest.raises(sapiens2.CheckpointNotFoundError) as e:
         sapiens2.load("sapiens2-albedo-0.4b", device="meta")
     assert "not published" in str(e.value) and str(tmp_path / "albedo" / "sapiens2_0.4b_albedo.safetensors") in str(e.value)
+
+
+def test_a_downloaded_detector_is_found_where_the_loader_looks(tmp_path, monkeypatch):
+    """`sapiens2 download rtmdet-m-person` stores the hub's file name in the Hugging Face cache; resolving the
+    detector (what `Pose` does) finds it there, and a file at the local layout's place wins over it."""
+    from huggingface_hub import constants
+
+    from sapiens2.hub import resolve
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("SAPIENS_CHECKPOINT_ROOT", str(tmp_path / "root"))
+    repo = tmp_path / "hub" / "models--facebook--sapiens-pose-bbox-detector"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    hub_file = snapshot / "rtmdet_m_8xb32-100e_coco-obj365-person-235e8209.pth"  # as published (ZOO.md)
+    hub_file.write_bytes(b"weights")
+    assert resolve("rtmdet-m-person") == (hub_file, DETECTOR)
+    local = tmp_path / "root" / "detector" / "rtmdet_m.pth"
+    local.parent.mkdir(parents=True)
+    local.write_bytes(b"weights")
+    assert resolve("rtmdet-m-person") == (local, DETECTOR)
