@@ -176,6 +176,12 @@ MODELS: dict[str, ModelInfo] = {m.name: m for m in _entries()}
 DETECTOR = MODELS["rtmdet-m-person"]
 
 
+def task_sizes(task: str, generation: int | None = None) -> list[str]:
+    """The sizes released for a task (each once, in release order), of one generation when given."""
+    return list(dict.fromkeys(m.arch for m in MODELS.values()
+                              if m.task == task and generation in (None, m.generation)))
+
+
 def find_model(query: str) -> ModelInfo | None:
     """The official model a name, hub id or file name refers to (case-insensitive), or None.
 

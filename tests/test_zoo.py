@@ -221,3 +221,12 @@ def test_a_downloaded_detector_is_found_where_the_loader_looks(tmp_path, monkeyp
     local.parent.mkdir(parents=True)
     local.write_bytes(b"weights")
     assert resolve("rtmdet-m-person") == (local, DETECTOR)
+
+
+def test_task_sizes_list_each_size_once():
+    from sapiens2.zoo import task_sizes
+
+    assert task_sizes("depth") == ["0.3b", "0.6b", "1b", "2b"]
+    assert task_sizes("pose", 1) == ["0.3b", "0.6b", "1b", "2b"]  # 2b: the COCO models only
+    assert task_sizes("pose", 2) == ["0.4b", "0.8b", "1b", "5b"]
+    assert task_sizes("matting") == ["1b"]
