@@ -13,6 +13,7 @@ from safetensors.torch import save_file
 from sapiens2.cli import main
 from sapiens2.metrics import MetricsInputError, evaluate
 from sapiens2.metrics.readers import pair_files
+from sapiens2.metrics.segmentation import ABSENT_POLICIES
 from tests.runner.conftest import DENSE_SIZE, _tiny, cli, write_photo
 
 LABELS = (".npy", ".npz", ".png")
@@ -92,7 +93,7 @@ def test_eval_help_documents_the_absent_class_policy(capsys):
     with pytest.raises(SystemExit):
         main(["eval", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    assert "--absent-classes {zero,ignore}" in out and "as the reference's evaluator" in out
+    assert f"--absent-classes {{{','.join(ABSENT_POLICIES)}}}" in out and "as the reference's evaluator" in out
 
 
 def test_round_trip_cli_predictions_on_a_tree_then_eval(tmp_path, capsys):
