@@ -123,3 +123,28 @@ def test_round_trip_cli_predictions_on_a_tree_then_eval(tmp_path, capsys):
     pixels = 48 * 36
     assert result["pixels"] == 3 * pixels
     assert result["metrics"]["aAcc"] == pytest.approx(100 * 2 / 3)
+
+
+def test_dense_reference_layout_in_subfolders_with_masks_by_relative_path(tmp_path):
+    """GT `<root>/normal/<rel>.npy` with masks `<root>/mask/<rel>.png`; predictions `<rel>_normal.npy` beside
+    their `_normal.jpg` pictures. Two folders hold the same stem: each pairs with its own GT and mask."""
+    up = np.zeros((4, 4, 3), np.float32)
+    up[..., 2] = 1.0
+    side = np.zeros((4, 4, 3), np.float32)
+    side[..., 0] = 1.0
+    for rel, gt_map, mask_rows in (("a/x", up, 4), ("b/x", up, 2)):
+        for path in (tmp_path / "gt" / "normal" / f"{rel}.npy", tmp_path / "gt" / "mask" / f"{rel}.png",
+                     tmp_path / "pred" / f"{rel}_normal.npy"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(tmp_path / "gt" / "normal" / f"{rel}.npy", gt_map)
+        mask = np.zeros((4, 4), np.uint8)
+        mask[:mask_rows] = 255
+        Image.fromarray(mask).save(tmp_path / "gt" / "mask" / f"{rel}.png")
+        (tmp_path / "pred" / f"{rel}_normal.jpg").write_bytes(b"a picture, never read")
+    pred_b = up.copy()
+    pred_b[2:] = side[2:]  # wrong only where b's mask is off
+    np.save(tmp_path / "pred" / "a" / "x_normal.npy", up)
+    np.save(tmp_path / "pred" / "b" / "x_normal.npy", pred_b)
+    result = evaluate("normal", tmp_path / "pred", tmp_path / "gt")
+    assert result["images"] == 2 and result["pixels"] == 16 + 8
+    assert result["metrics"]["normal_mae"] == pytest.approx(0.0, abs=1e-4)  # b is wrong only outside its mask
