@@ -104,7 +104,7 @@ def outputs(tmp_path_factory) -> Path:
         {"file_name": "p.jpg", "image_id": 1, "bbox": [2, 3, 20, 30], "score": 0.8},
         {"file_name": "p.jpg", "image_id": 1, "bbox": [10, 5, 12, 40], "score": 0.6}]))
     assert cli("run", "--tasks", "seg,normal,pointmap,albedo,matting,depth", img, *models[1:],
-               "--input-size", DENSE_SIZE, "--save", "npz,png", "--out", root / "out") == 0
+               "--input-size", DENSE_SIZE, "--save", "npz,png,ply", "--out", root / "out") == 0
     assert cli("pose", img, "--model", root / "pose.safetensors", "--input-size", DENSE_SIZE, "--boxes", root / "dets.json", "--detector", "none", "--save", "json,npz",
                "--out", root / "out") == 0
     return root / "out"
@@ -166,6 +166,12 @@ def test_every_array_has_the_shape_dtype_and_columns_the_readme_states(outputs):
     assert np.abs(_png(outputs / "p_alpha.png") - matting["alpha"] * 65535).max() <= 1
     cutout = _read(outputs / "p_cutout.png", "")
     assert np.abs(cutout[..., 3] - matting["alpha"] * 255).max() <= 1
+    from sapiens2.tasks.ply import read_ply
+
+    ply_points, ply_colours = read_ply(outputs / "p.ply")
+    assert "`x y z` float32, the points of `_points.npy`" in section("Arrays: shapes, columns and units")
+    np.testing.assert_array_equal(ply_points, points[seg > 0])  # seg ran in the same pass: its foreground
+    assert ply_colours is not None and ply_colours.dtype == np.uint8 and ply_colours.shape == ply_points.shape
     # and nothing written goes unstated
     written = set()
     for path in outputs.iterdir():
