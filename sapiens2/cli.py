@@ -11,25 +11,28 @@ import sapiens2
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    """The zoo, and which checkpoints are already on this machine."""
+    """The zoo with each model's licence and file format, and which checkpoints are already on this machine."""
     from sapiens2.hub import available_models, checkpoint_root
     from sapiens2.zoo import MODELS
 
     found = available_models()
-    rows = [("name", "task", "arch", "input HxW", "hub repo", "local file")]
+    rows = [("name", "task", "arch", "input HxW", "format", "licence", "hub repo", "local file")]
     for name, info in MODELS.items():
         if args.task and info.task != args.task:
             continue
         where = found[name]
-        repo = info.repo + ("" if info.hub_confirmed else " (unconfirmed)")
-        rows.append((name, info.task, info.arch, "x".join(map(str, info.input_size)), repo, str(where) if where else "-"))
+        repo = info.repo or "- (not published)"
+        rows.append((name, info.task, info.arch, "x".join(map(str, info.input_size)), info.format, info.license,
+                     repo, str(where) if where else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
     print(f"\nCheckpoint root: {checkpoint_root()} (set SAPIENS_CHECKPOINT_ROOT to change it); "
-          "`sapiens2 download NAME` fetches a model into the Hugging Face cache.")
+          "`sapiens2 download NAME` fetches a model into the Hugging Face cache. Formats: pth = pickle, "
+          "loaded with --allow-pickle (weights only); torchscript / bfloat16 = .pt2 programs that carry code, "
+          "loaded only with the code opt-in (allow_code=True). Read each licence before using the weights.")
     return 0
 
 
@@ -88,18 +91,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     from sapiens2.metrics.report import evaluate, format_table
 
     pred = args.pred
-    if args.model is not None:
-        if args.task != "pose" or not args.images:
-            print("error: --model needs task 'pose' and --images (a folder of the ground truth's images)",
-                  file=sys.stderr)
-            return 2
-        pred = _predict_pose_for_eval(args)
-    if pred is None:
+    if args.model is not None and (args.task != "pose" or not args.images):
+        print("error: --model needs task 'pose' and --images (a folder of the ground truth's images)",
+              file=sys.stderr)
+        return 2
+    if pred is None and args.model is None:
         print("error: give --pred (saved predictions) or --model with --images", file=sys.stderr)
         return 2
     options = {"max_dets": args.max_dets, "num_classes": args.num_classes, "align": args.align,
-               "mask": args.mask, "trimap": args.trimap}
+               "mask": args.mask, "trimap": args.trimap, "absent": args.absent_classes}
     try:
+        if args.model is not None:
+            pred = _predict_pose_for_eval(args)
         results = evaluate(args.task, pred, args.gt, **{k: v for k, v in options.items() if v is not None})
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -114,34 +117,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _predict_pose_for_eval(args: argparse.Namespace) -> Path:
     """Run `Pose` on every image the ground truth lists and write COCO results next to --out."""
-    import json
-
-    import numpy as np
-
     from sapiens2.io.writers import write_json
-    from sapiens2.keypoints.coco_results import to_coco_results
+    from sapiens2.metrics.predict import predict_keypoints
+    from sapiens2.metrics.readers import read_eval_images
 
-    gt = json.loads(Path(args.gt).read_text())
-    boxes_by_image: dict[int, list] = {}
-    for ann in gt.get("annotations", []):
-        x, y, w, h = ann["bbox"]
-        boxes_by_image.setdefault(ann["image_id"], []).append([x, y, x + w, y + h, 1.0])
+    images = read_eval_images(args.gt, args.images, gt_boxes=args.gt_boxes)  # checked before loading a model
     pose = sapiens2.Pose(args.model, detector=None if args.gt_boxes else "rtmdet", device=args.device,
                          flip_test=args.flip_test)
-    results: list[dict] = []
-    for image in gt["images"]:
-        given = boxes_by_image.get(image["id"], []) if args.gt_boxes else None
-        if given is not None and not given:
-            continue
-        found = pose(str(Path(args.images) / image["file_name"]), boxes=given)
-        kp = found.keypoints()
-        if len(kp) == 0:
-            continue
-        if kp.shape[1] == 308:
-            results += to_coco_results(image["id"], kp[..., :2], kp[..., 2], bbox_scores=found.boxes()[:, 4])
-        else:
-            results += [{"image_id": image["id"], "category_id": 1, "score": float(p[:, 2].mean()),
-                         "keypoints": np.round(p, 3).ravel().tolist()} for p in kp]
+    results = predict_keypoints(images, pose)
     out = Path(args.out).with_suffix(".predictions.json") if args.out else Path("pose_predictions.json")
     write_json(out, results)
     print(f"predictions: {out}")
@@ -151,6 +134,7 @@ def _predict_pose_for_eval(args: argparse.Namespace) -> Path:
 def build_parser() -> argparse.ArgumentParser:
     """Every sub-command; building it imports neither torch nor the training code."""
     from sapiens2.task_table import TASKS
+    from sapiens2.zoo import MODELS
 
     parser = argparse.ArgumentParser(prog="sapiens2", description="Sapiens2 human-centric vision models.",
                                      epilog="Every command and option: docs/CLI.md (or `sapiens2 COMMAND --help`).")
@@ -160,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the official models and which are available locally",
                        description="The official models (task, size, input, hub repo) and the local file of each "
                                    "that is already on this machine.")
-    p.add_argument("--task", choices=["pretrain", *TASKS, "detect"], help="only the models of this task")
+    p.add_argument("--task", choices=sorted({m.task for m in MODELS.values()}), help="only the models of this task")
     p.set_defaults(func=_cmd_models)
 
     p = sub.add_parser("download", help="fetch official checkpoints into the Hugging Face cache",
@@ -198,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the metrics as JSON here")
     p.add_argument("--max-dets", type=int, help="pose: detections kept per image (default: COCO's 20)")
     p.add_argument("--num-classes", type=int, help="seg: the number of classes (29; 28 for Sapiens v1 models)")
+    p.add_argument("--absent-classes", choices=["zero", "ignore"],
+                   help="seg: a class absent from both prediction and ground truth (IoU), or from the ground "
+                        "truth (Acc), counts as 0 in the means (zero: default, as the reference's evaluator) or "
+                        "is left out of them (ignore)")
     p.add_argument("--align", choices=["none", "scale", "scale_shift", "median"],
                    help="pointmap: none (default), scale, scale_shift; depth: median (default), scale_shift, none")
     p.add_argument("--mask", help="folder of masks (normal, pointmap, albedo, depth)")

@@ -59,6 +59,8 @@ def local_path(info: ModelInfo) -> Path:
 
 def cached_path(info: ModelInfo) -> Path | None:
     """The file in the Hugging Face cache, if it is there (never touches the network)."""
+    if not info.on_hub:
+        return None
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
@@ -70,6 +72,8 @@ def cached_path(info: ModelInfo) -> Path | None:
 def download(info: ModelInfo) -> Path:
     """Fetch `info`'s file into the Hugging Face cache (or find it there) and return its path."""
     here = local_path(info)
+    if not info.on_hub:
+        raise CheckpointNotFoundError(info.not_published_message(here))
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:  # pragma: no cover - a declared dependency

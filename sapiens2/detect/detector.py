@@ -28,9 +28,10 @@ from sapiens2.detect.pipeline import (
 from sapiens2.detect.rtmdet import RTMDet, RTMDetConfig
 from sapiens2.io.images import as_image
 from sapiens2.keypoints.topdown import whole_image_box
+from sapiens2.zoo import DETECTOR
 
-DETECTOR_HUB_REPO = "facebook/sapiens-pose-bbox-detector"
-DETECTOR_FILENAME = "rtmdet_m.pth"
+DETECTOR_HUB_REPO = DETECTOR.repo
+DETECTOR_FILENAME = DETECTOR.filename  # the hub's name; the local layout's is DETECTOR.local_relpath
 
 
 class PersonDetector:

@@ -1,8 +1,12 @@
 """One entry point per task for the CLI: `evaluate(task, pred, gt, **options)` and `format_table(results)`.
 
-Inputs (pairs of files or folders, matched by stem, see `readers`):
+Inputs: pairs of files, or two folder trees searched recursively and matched by relative path and stem (see
+`readers.pair_files`), so the tree the CLI writes pairs with a GT tree of the same shape. Pictures (JPEG) in a
+prediction tree are never read as predictions.
 - pose: COCO results JSON vs COCO keypoint GT JSON (308 points, or 17 in COCO order);
 - seg: label maps (`<stem>_seg.npy` as the predictor saves them, label PNGs, colour PNGs) vs label PNGs/.npy;
+  classes absent from both (IoU) or from the GT (Acc) count as 0, as the reference's evaluator does
+  (`absent="zero"`), or are left out of the means (`absent="ignore"`);
 - normal / pointmap / albedo: `.npy` / `.npz` maps (albedo also PNG) vs GT maps; masks from a `mask` array in
   the `.npz`, a `mask/` folder beside a `normal/` (`pointmap/`, `albedo/`) folder as in the reference datasets,
   or the `mask=` option (a folder of mask images or arrays);
@@ -28,8 +32,10 @@ from .pose import METRIC_NAMES, evaluate_keypoints
 from .readers import (
     ARRAY_SUFFIXES,
     IMAGE_SUFFIXES,
+    LOSSLESS_SUFFIXES,
     MetricsInputError,
     file_stem,
+    keyed_files,
     pair_files,
     read_keypoint_annotations,
     read_keypoint_results,
@@ -65,7 +71,7 @@ def evaluate(task: str, pred: str | Path, gt: str | Path, **options: object) -> 
     """Evaluate predictions against ground truth for one task; returns a JSON-ready dict.
 
     Options: pose `max_dets` (20), `gt_field` / `pred_field` (keypoint field names); seg `num_classes` (29),
-    `ignore_index` (255), `absent` ("zero" as the reference, or "skip"); normal / pointmap / albedo `mask`
+    `ignore_index` (255), `absent` ("zero" as the reference, or "ignore"); normal / pointmap / albedo `mask`
     (folder); pointmap `align` ("none", "scale", "scale_shift"); albedo `data_range`; matting `trimap` (folder);
     depth `mask` (folder) and `align` ("median", "scale_shift", "none").
     Options set to None are treated as not given.
@@ -109,17 +115,25 @@ def _evaluate_pose(
 def _files(
     pred: Path, gt: Path, gt_suffixes: tuple[str, ...], pred_suffixes: tuple[str, ...], tags: tuple[str, ...]
 ) -> list[tuple[str, Path, Path]]:
-    """A single pair of files, or the pairs of two folders."""
+    """A single pair of files, or the pairs of two folder trees."""
     if pred.is_file() and gt.is_file():
         return [(file_stem(gt), pred, gt)]
+    if pred.is_file() or gt.is_file():
+        file, folder = (pred, gt) if pred.is_file() else (gt, pred)
+        raise MetricsInputError(f"{file} is a file but {folder} is not: give two files or two folders")
     return pair_files(pred, gt, gt_suffixes, pred_suffixes, tags)
+
+
+# Label maps: arrays first (exact), then lossless images; never a JPEG (lossy: a picture, not labels).
+_LABEL_SUFFIXES = (".npy", ".npz", *LOSSLESS_SUFFIXES)
 
 
 def _evaluate_seg(
     pred: Path, gt: Path, num_classes: int = 29, ignore_index: int = 255, absent: str = "zero"
 ) -> dict:
     acc = SegmentationMetrics(num_classes, ignore_index)
-    pairs = _files(pred, gt, IMAGE_SUFFIXES + (".npy",), IMAGE_SUFFIXES + (".npy",), ("seg", "label", "labels"))
+    acc.check_absent(absent)
+    pairs = _files(pred, gt, _LABEL_SUFFIXES, _LABEL_SUFFIXES, ("seg", "label", "labels"))
     for _, p, g in pairs:
         pred_labels, gt_labels = read_label_map(p), read_label_map(g)
         try:
@@ -127,14 +141,21 @@ def _evaluate_seg(
         except ValueError as e:
             raise MetricsInputError(f"{p} vs {g}: {e}") from None
     out = acc.compute(absent=absent)
-    per_class = {name: {"IoU": out["IoU"][name], "Acc": out["Acc"][name]} for name in out["IoU"]}
+    per_class = {name: {"IoU": _defined(out["IoU"][name]), "Acc": _defined(out["Acc"][name])} for name in out["IoU"]}
     return {
         "images": len(pairs),
         "pixels": out["pixels"],
         "absent_classes": absent,
-        "metrics": {"aAcc": out["aAcc"], "mIoU": out["mIoU"], "mAcc": out["mAcc"]},
+        "absent_from_both": out["absent_from_both"],
+        "absent_from_gt": out["absent_from_gt"],
+        "metrics": {k: _defined(out[k]) for k in ("aAcc", "mIoU", "mAcc")},
         "per_class": per_class,
     }
+
+
+def _defined(value: float) -> float | None:
+    """None (JSON null, shown as '-') for an undefined ratio, e.g. the IoU of a class left out of the means."""
+    return None if np.isnan(value) else value
 
 
 _DenseSample = tuple[Path, Path, np.ndarray, np.ndarray, "np.ndarray | None"]
@@ -148,14 +169,14 @@ def _dense_samples(task: str, pred: Path, gt: Path, mask: object | None) -> Iter
         gt_maps = gt / keys[0]
         if mask_dir is None and (gt / "mask").is_dir():
             mask_dir = gt / "mask"
-    suffixes = ARRAY_SUFFIXES + (IMAGE_SUFFIXES if task in ("albedo", "matting") else ())
+    gt_suffixes = ARRAY_SUFFIXES + (IMAGE_SUFFIXES if task == "albedo" else ())
+    pred_suffixes = ARRAY_SUFFIXES + (LOSSLESS_SUFFIXES if task == "albedo" else ())
     masks: dict[str, Path] = {}
     if mask_dir is not None:
         if not mask_dir.is_dir():
             raise MetricsInputError(f"{mask_dir}: mask folder not found")
-        kinds = IMAGE_SUFFIXES + ARRAY_SUFFIXES
-        masks = {file_stem(p): p for p in sorted(mask_dir.iterdir()) if p.suffix.lower() in kinds}
-    for stem, p, g in _files(pred, gt_maps, suffixes, suffixes, keys):
+        masks = keyed_files(mask_dir, ARRAY_SUFFIXES + LOSSLESS_SUFFIXES + IMAGE_SUFFIXES)
+    for stem, p, g in _files(pred, gt_maps, gt_suffixes, pred_suffixes, keys):
         pred_map, _ = read_map(p, keys)
         gt_map, m = read_map(g, keys)
         if stem in masks:
@@ -200,9 +221,9 @@ def _evaluate_matting(pred: Path, gt: Path, trimap: object | None = None) -> dic
         tdir = Path(trimap)
         if not tdir.is_dir():
             raise MetricsInputError(f"{tdir}: trimap folder not found")
-        trimaps = {file_stem(p): p for p in sorted(tdir.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
-    suffixes = IMAGE_SUFFIXES + ARRAY_SUFFIXES
-    for stem, p, g in _files(pred, gt, suffixes, suffixes, _MAP_KEYS["matting"]):
+        trimaps = keyed_files(tdir, LOSSLESS_SUFFIXES + IMAGE_SUFFIXES)
+    suffixes = ARRAY_SUFFIXES + LOSSLESS_SUFFIXES
+    for stem, p, g in _files(pred, gt, suffixes + (".jpg", ".jpeg"), suffixes, (*_MAP_KEYS["matting"], "matting")):
         pm, _ = read_map(p, _MAP_KEYS["matting"])
         gm, _ = read_map(g, _MAP_KEYS["matting"])
         pm, gm = _single_channel(pm, p), _single_channel(gm, g)
@@ -232,6 +253,8 @@ _DECIMALS = {"seg": 2, "normal": 2}
 
 
 def _fmt(v: object, decimals: int = 4, percent: bool = False) -> str:
+    if v is None:
+        return "-"
     if isinstance(v, float):
         if percent:
             return "-" if v == -1.0 else f"{100 * v:.2f}"
@@ -246,6 +269,21 @@ def _grid(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), rule, *map(line, rows)])
 
 
+def _absent_note(results: dict) -> str:
+    """One line on the classes with no pixels, and what the policy did with them."""
+    both, gt_only = results.get("absent_from_both", []), results.get("absent_from_gt", [])
+    n = len(results.get("per_class", {}))
+    if not gt_only:
+        return f"all {n} classes occur in the ground truth"
+    counts = (f"{len(both)} of {n} classes have no pixel in prediction or ground truth, {len(gt_only)} none in "
+              "the ground truth")
+    if results["absent_classes"] == "zero":
+        return (f"{counts}: they count as 0 in mIoU and mAcc respectively, as in the reference's evaluator "
+                "(--absent-classes ignore leaves them out)")
+    return (f"{counts}: they are left out of mIoU and mAcc respectively (--absent-classes zero counts them as 0, "
+            "as the reference's evaluator does)")
+
+
 def format_table(results: dict) -> str:
     """A plain-text table of an `evaluate` result (pose AP/AR shown in percent; -1 = undefined shown as '-')."""
     task = results.get("task", "?")
@@ -255,6 +293,8 @@ def format_table(results: dict) -> str:
         if key in results:
             parts.append(f"{key}: {results[key]}")
     title = "  ".join(parts)
+    if "absent_classes" in results:
+        title += "\n" + _absent_note(results)
     if task == "pose":
         rows = [[group] + [_fmt(vals.get(n), percent=True) for n in METRIC_NAMES] for group, vals in metrics.items()]
         return title + "\n" + _grid(["keypoints"] + list(METRIC_NAMES), rows)

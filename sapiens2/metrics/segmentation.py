@@ -2,9 +2,10 @@
 
 As in the reference, counts are pooled over all pixels of the dataset (not averaged per image), GT pixels equal
 to the ignore index are dropped, and a class whose ratio is undefined (IoU: absent from both prediction and GT;
-accuracy: absent from the GT) scores 0 and still counts in the mean over all classes, background included.
-`absent="skip"` instead leaves such classes out of the means (the more common convention elsewhere).
-Values are percentages.
+accuracy: absent from the GT) scores 0 and still counts in the mean over all classes, background included: the
+reference's `SegEvaluator` is configured with `nan_to_num=0.0` (spec TASKS.md, section 5.3). On a small set that
+lacks some classes this lowers the means even for perfect predictions; `absent="ignore"` leaves such classes out
+of the means instead (mmseg's `IoUMetric` default, nanmean). Values are percentages.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from .seg_classes import IGNORE_INDEX, SEG29_CLASSES
+
+#: What to do with a class that has no pixels: count it as 0 (the reference) or leave it out of the means.
+ABSENT_POLICIES = ("zero", "ignore")
 
 
 class SegmentationMetrics:
@@ -41,10 +45,15 @@ class SegmentationMetrics:
             raise ValueError(f"predicted labels must be in [0, {c}); found {_bad(p, c)}")
         self.confusion += np.bincount(g * c + p, minlength=c * c).reshape(c, c)
 
+    @staticmethod
+    def check_absent(absent: str) -> None:
+        if absent not in ABSENT_POLICIES:
+            raise ValueError(f"absent classes: expected one of {', '.join(ABSENT_POLICIES)}, got {absent!r}")
+
     def compute(self, absent: str = "zero", class_names: tuple[str, ...] | None = None) -> dict:
-        """aAcc, mIoU, mAcc (percent) and per-class IoU / Acc keyed by class name."""
-        if absent not in ("zero", "skip"):
-            raise ValueError(f"absent must be 'zero' or 'skip', got {absent!r}")
+        """aAcc, mIoU, mAcc (percent), per-class IoU / Acc keyed by class name, and the classes with no pixels
+        (`absent_from_both`: undefined IoU; `absent_from_gt`: undefined Acc)."""
+        self.check_absent(absent)
         names = class_names or default_class_names(self.num_classes)
         inter = np.diag(self.confusion).astype(np.float64)
         gt_area = self.confusion.sum(axis=1).astype(np.float64)
@@ -68,6 +77,8 @@ class SegmentationMetrics:
             "IoU": {n: 100.0 * float(v) for n, v in zip(names, iou, strict=True)},
             "Acc": {n: 100.0 * float(v) for n, v in zip(names, acc, strict=True)},
             "pixels": int(total),
+            "absent_from_both": [n for n, u in zip(names, union, strict=True) if u == 0],
+            "absent_from_gt": [n for n, g in zip(names, gt_area, strict=True) if g == 0],
         }
 
 

@@ -31,7 +31,7 @@ def image_rgb(topology_case: FixtureCase) -> np.ndarray:
 
 def test_hub_names():
     assert DETECTOR_HUB_REPO == "facebook/sapiens-pose-bbox-detector"
-    assert DETECTOR_FILENAME == "rtmdet_m.pth"
+    assert DETECTOR_FILENAME == "rtmdet_m_8xb32-100e_coco-obj365-person-235e8209.pth"
 
 
 def test_end_to_end_reproduces_mmdet_detections(fixture_case: FixtureCase):
