@@ -9,13 +9,14 @@ uses the generic dataclass reader of `sapiens2.train.config`, so errors name the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from sapiens2.models.backbone import ARCHS, BackboneConfig
 from sapiens2.pretrain.augment import MultiCropConfig
 from sapiens2.pretrain.ssl_meta_arch import ObjectiveConfig
-from sapiens2.train.config import ConfigError, from_dict, read_toml
+from sapiens2.training.config import ConfigError, from_dict, read_toml
 
 
 @dataclass
@@ -94,10 +95,8 @@ def config_from_dict(data: dict[str, Any]) -> PretrainConfig:
     return cfg
 
 
-def backbone_config(m: ModelConfig):  # noqa: ANN201 - BackboneConfig, imported lazily
+def backbone_config(m: ModelConfig) -> BackboneConfig:
     """The backbone the [model] section describes."""
-    from sapiens2.models.backbone import ARCHS, BackboneConfig
-
     if m.arch is not None:
         if m.arch not in ARCHS:
             raise ConfigError("model.arch", f"unknown arch {m.arch!r}; expected one of {', '.join(ARCHS)}")
@@ -111,8 +110,6 @@ def backbone_config(m: ModelConfig):  # noqa: ANN201 - BackboneConfig, imported 
 
 def _subset(cls: type, names: set[str]) -> type:
     """A dataclass with `cls`'s config-file fields, whose `build()` gives the real `cls`."""
-    from dataclasses import MISSING, make_dataclass
-
     spec = [(f.name, f.type) if f.default is MISSING else (f.name, f.type, field(default=f.default))
             for f in fields(cls) if f.name in names]
     namespace = {"build": lambda self: cls(**vars(self)), "__module__": cls.__module__}

@@ -19,8 +19,16 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
 from torch.utils.data import DataLoader
 
+from sapiens2.hub import load
+from sapiens2.io.writers import atomic_open
 from sapiens2.models.build import build_backbone
 from sapiens2.pretrain.augment import MultiCrop
 from sapiens2.pretrain.config import OptimConfig, PretrainConfig, backbone_config
@@ -32,16 +40,16 @@ from sapiens2.pretrain.data import (
     mix_seed,
 )
 from sapiens2.pretrain.masking import MaskGenerator
-from sapiens2.pretrain.runtime import Runtime, atomic_write, wrap_student
+from sapiens2.pretrain.runtime import Runtime, wrap_student
 from sapiens2.pretrain.schedules import (
     teacher_momentum,
     teacher_temperature,
     warmup_cosine,
 )
 from sapiens2.pretrain.ssl_meta_arch import SSLMetaArch
-from sapiens2.train.checkpoint import save_weights
-from sapiens2.train.optim import build_optimizer as adamw
-from sapiens2.train.optim import clip_gradients, param_groups
+from sapiens2.training.checkpoint import save_weights
+from sapiens2.training.optim import build_optimizer as adamw
+from sapiens2.training.optim import clip_gradients, param_groups
 
 log = logging.getLogger("sapiens2.pretrain")
 
@@ -193,11 +201,6 @@ class Pretrainer:
 
     def full_state(self) -> dict:
         """Model and optimizer as full (unsharded) CPU state dicts, and the step."""
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_state_dict,
-        )
-
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model_sd, optim_sd = get_state_dict(self.meta, self.optimizer, options=opts)
         return {"step": self.step, "model": model_sd, "optimizer": optim_sd}
@@ -209,7 +212,8 @@ class Pretrainer:
         # copies the state (one CPU copy of model + AdamW, not one per process).
         state = self.full_state() if self.rt.parallel == "fsdp" or self.rt.is_main else None
         if self.rt.is_main:
-            atomic_write(path, lambda tmp: torch.save(state, tmp))
+            with atomic_open(path) as f:
+                torch.save(state, f)
             keep = self.cfg.train.keep_checkpoints
             if keep > 0:
                 for old in sorted(self.checkpoints())[:-keep]:
@@ -222,11 +226,6 @@ class Pretrainer:
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Load the newest checkpoint in `work_dir` (or `path`); False when there is none."""
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_state_dict,
-        )
-
         if path is None:
             found = self.checkpoints()
             if not found:
@@ -242,17 +241,10 @@ class Pretrainer:
 
     def initialize_from(self, source: str | Path) -> None:
         """Weights from a training checkpoint (`.pt`: the whole model) or a pretrain backbone file."""
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_model_state_dict,
-        )
-
         opts = StateDictOptions(full_state_dict=True)
         if str(source).endswith(".pt"):
             state = torch.load(source, map_location="cpu", weights_only=True, mmap=True)["model"]
         else:
-            from sapiens2.hub import load
-
             backbone = load(source).state_dict()
             state = self.full_state()["model"]
             for net in ("student", "teacher"):

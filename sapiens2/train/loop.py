@@ -20,11 +20,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from sapiens2.train import tasks
-from sapiens2.train.checkpoint import export_weights, load_checkpoint, resolve_checkpoint, save_checkpoint
-from sapiens2.train.config import TrainConfig, dump_toml, to_dict
-from sapiens2.train.datasets import ConcatSources, StreamSampler, TransformedDataset, build_source, worker_init
-from sapiens2.train.distributed import (
+from sapiens2.keypoints.topdown import average_flip_heatmaps
+from sapiens2.train.datasets import ConcatSources, StreamSampler, TransformedDataset, worker_init
+from sapiens2.train.logger import RunLogger
+from sapiens2.train.network import build_network, settle_config
+from sapiens2.train.schema import TrainConfig
+from sapiens2.train.specs import TASK_SPECS, build_criterion, build_evaluator, build_transform
+from sapiens2.training.checkpoint import export_weights, load_checkpoint, resolve_checkpoint, save_checkpoint
+from sapiens2.training.config import dump_toml, to_dict
+from sapiens2.training.distributed import (
     all_reduce_mean,
     barrier,
     choose_parallel,
@@ -32,8 +36,7 @@ from sapiens2.train.distributed import (
     unwrap,
     wrap_model,
 )
-from sapiens2.train.logger import RunLogger
-from sapiens2.train.optim import Schedule, build_optimizer, build_scheduler, clip_gradients, param_groups
+from sapiens2.training.optim import Schedule, build_optimizer, build_scheduler, clip_gradients, param_groups
 
 log = logging.getLogger("sapiens2.train")
 
@@ -95,21 +98,17 @@ class Trainer:
         self.bf16 = run.precision == "bf16" or (run.precision == "auto" and self.device.type == "cuda")
         self.work_dir = Path(run.work_dir)
 
-        train_sources = [build_source(cfg.task, d, f"data.train[{i}]") for i, d in enumerate(cfg.data.train)]
+        self.spec = spec = TASK_SPECS[cfg.task]
+        train_sources = [spec.source(d, f"data.train[{i}]") for i, d in enumerate(cfg.data.train)]
         self.train_source = ConcatSources(train_sources, [d.repeat for d in cfg.data.train])
         if len(self.train_source) == 0:
             raise ValueError("the training data holds no samples")
-        outputs = None
-        if cfg.task == "pose":
-            counts = {s.num_keypoints for s in train_sources}
-            if len(counts) != 1:
-                raise ValueError(f"the pose training sets disagree on the keypoint count: {sorted(counts)}")
-            outputs = counts.pop()
-        self.val_sources = [build_source(cfg.task, d, f"data.val[{i}]") for i, d in enumerate(cfg.data.val)]
+        outputs = spec.data_outputs(train_sources) if spec.data_outputs is not None else None
+        self.val_sources = [spec.source(d, f"data.val[{i}]") for i, d in enumerate(cfg.data.val)]
 
         seed_everything(run.seed)  # the same initial weights on every process (FSDP shards them as they are)
-        model, self.init_note = tasks.build_network(cfg, outputs)
-        self.cfg = cfg = tasks.settle_config(cfg, model)
+        model, self.init_note = build_network(cfg, outputs)
+        self.cfg = cfg = settle_config(cfg, model)
         seed_everything(run.seed + info.rank)
         model.to(self.device)
         self.parallel = choose_parallel(run.parallel, info)
@@ -124,7 +123,7 @@ class Trainer:
                                  o.min_lr / o.lr)
         self.scheduler = build_scheduler(self.optimizer, self.schedule)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.criterion = tasks.build_criterion(cfg).to(self.device)
+        self.criterion = build_criterion(cfg).to(self.device)
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1)
 
@@ -148,7 +147,7 @@ class Trainer:
 
     def train_loader(self) -> DataLoader:
         cfg, run = self.cfg, self.cfg.train
-        transform = tasks.build_transform(cfg, self.train_source.parts[0], train=True)
+        transform = build_transform(cfg, self.train_source.parts[0], train=True)
         ds = TransformedDataset(self.train_source, transform, seed=run.seed)
         sampler = StreamSampler(len(ds), run.seed, self.info.rank, self.info.world_size, start=self.step * run.batch_size)
         workers = cfg.data.num_workers
@@ -159,7 +158,7 @@ class Trainer:
     def val_loaders(self) -> list[tuple[object, DataLoader]]:
         out = []
         for source in self.val_sources:
-            transform = tasks.build_transform(self.cfg, source, train=False)
+            transform = build_transform(self.cfg, source, train=False)
             ds = TransformedDataset(source, transform, seed=self.cfg.train.seed, refetch=False)
             if self.cfg.data.max_val_samples is not None:
                 ds = Subset(ds, range(min(len(ds), self.cfg.data.max_val_samples)))
@@ -269,20 +268,17 @@ class Trainer:
         self.model.eval()
         results: dict[str, float] = {}
         flip = None
-        if self.cfg.task == "pose" and self.cfg.train.flip_test:
-            layout = self.val_sources[0].layout() if self.val_sources else None
-            flip = layout.flip_indices if layout is not None else None
+        if self.spec.flip_indices is not None and self.cfg.train.flip_test and self.val_sources:
+            flip = self.spec.flip_indices(self.val_sources[0])
         try:
             for i, (source, loader) in enumerate(self.val_loaders()):
-                evaluator = tasks.build_evaluator(self.cfg, source)
+                evaluator = build_evaluator(self.cfg, source)
                 for batch in loader:
                     batch_dev = to_device(batch, self.device)
                     x = self.normalize(batch_dev["image"])
                     with autocast_context(self.device, self.bf16):
                         out = self.model(x)
                         if flip is not None:
-                            from sapiens2.keypoints.topdown import average_flip_heatmaps
-
                             out = average_flip_heatmaps(out.float(), self.model(x.flip(-1)).float(), flip)
                     out = tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
                     if self.info.is_main:

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sapiens2.io import read_image
 from sapiens2.keypoints.udp import udp_encode
 from sapiens2.keypoints.topdown import (
     bbox_xyxy_to_center_scale,
@@ -402,8 +403,6 @@ class SegTransform:
         return img, label
 
     def _background(self, img, label, rng):
-        from sapiens2.io import read_image
-
         bg = read_image(self.backgrounds[int(rng.integers(len(self.backgrounds)))])
         h, w = img.shape[:2]
         bh, bw = bg.shape[:2]

@@ -25,9 +25,11 @@ from sapiens2.models.sapiens1 import (
     task_backbone,
     v1_patch_padding,
 )
-from sapiens2.train.config import ConfigError, TrainConfig, from_dict
+from sapiens2.task_table import TASKS
+from sapiens2.train.schema import TrainConfig
+from sapiens2.training.config import ConfigError, from_dict
 
-V1_TRAIN_TASKS = ("pose", "seg", "normal", "depth")
+V1_TRAIN_TASKS = tuple(name for name, task in TASKS.items() if 1 in task.generations)
 V1_SEG_CLASSES = 28
 # Set by the task and the input size, not by the user: a checkpoint must load back with the same values.
 DERIVED_BACKBONE_FIELDS = ("patch_padding", "with_cls_token", "pos_grid")
@@ -101,14 +103,14 @@ def _task_head(model: nn.Module) -> V1Head | None:
     return model.head if model.task == "pose" else model.decode_head
 
 
-def build_v1_network(cfg: TrainConfig, keypoints: int | None, loaded: nn.Module | None) -> tuple[nn.Module, str]:
-    """The v1 network to fine-tune, and a line saying where its weights came from.
+def build_v1_parts(cfg: TrainConfig, keypoints: int | None,
+                   loaded: nn.Module | None) -> tuple[Sapiens1Backbone, V1Head, V1Head | None, str]:
+    """(backbone, new head, the loaded head of the same task or None, where-from line) of the v1 network to
+    fine-tune; `sapiens2.train.network` keeps the loaded head when its shapes match and assembles the model.
 
     `loaded` is what `sapiens2.load(model.init)` returned (a v1 backbone or task model), or None for random
-    weights. A loaded head is kept when it is of the same task with the same shapes.
+    weights.
     """
-    from sapiens2.train.tasks import keep_loaded_head, ready_to_train
-
     check_v1_model(cfg)
     m = cfg.model
     loaded_head = None
@@ -134,6 +136,4 @@ def build_v1_network(cfg: TrainConfig, keypoints: int | None, loaded: nn.Module 
     loaded_outputs = getattr(loaded_head, loaded_head.classifier_name).out_channels if loaded_head else None
     head_cfg = head_config_v1(cfg, bc.embed_dim, arch, outputs_of(cfg, keypoints, loaded_outputs))
     head = V1Head(head_cfg, "final_layer" if cfg.task == "pose" else "conv_seg")
-    head, source = keep_loaded_head(head, loaded_head, source, m.init)
-    return ready_to_train(Sapiens1TaskModel(backbone, head, cfg.task), cfg), source
-
+    return backbone, head, loaded_head, source

@@ -24,7 +24,7 @@ from sapiens2.pretrain.trainer import (
     build_optimizer,
     export_checkpoint,
 )
-from sapiens2.train.config import ConfigError
+from sapiens2.training.config import ConfigError
 from tests.pretrain.conftest import TINY_BACKBONE, TINY_OBJECTIVE, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]

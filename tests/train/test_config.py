@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from sapiens2.train.cli import add_train_parser, run_train
-from sapiens2.train.config import ConfigError, config_from_dict, dump_toml, load_config, to_dict
+from sapiens2.train.config import config_from_dict, load_config
+from sapiens2.training.config import ConfigError, dump_toml, to_dict
 
 from .conftest import tiny_config
 

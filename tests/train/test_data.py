@@ -7,7 +7,6 @@ import pytest
 
 from sapiens2.keypoints import keypoints308
 from sapiens2.keypoints.udp import udp_decode
-from sapiens2.train.config import ConfigError, DatasetConfig
 from sapiens2.train.datasets import (
     CocoKeypoints,
     DenseFolder,
@@ -15,7 +14,9 @@ from sapiens2.train.datasets import (
     StreamSampler,
     TransformedDataset,
 )
+from sapiens2.train.schema import DatasetConfig
 from sapiens2.train.transforms import DenseTransform, PoseAugment, PoseTransform, SegTransform
+from sapiens2.training.config import ConfigError
 
 from .conftest import IMG_H, IMG_W, H, W, make_dense_data, make_pose_data, make_seg_data
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import sapiens2
-from sapiens2.train.config import dump_toml
 from sapiens2.train.logger import read_csv_log
+from sapiens2.training.config import dump_toml
 
 from .conftest import make_data, tiny_config, tiny_v1_config
 

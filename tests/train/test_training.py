@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import sapiens2
-from sapiens2.train.checkpoint import resolve_checkpoint
 from sapiens2.train.config import config_from_dict
 from sapiens2.train.logger import read_csv_log
 from sapiens2.train.loop import Trainer
+from sapiens2.training.checkpoint import resolve_checkpoint
 
 from .conftest import TASKS, make_data, tiny_config
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,6 @@ def wrap_model(model: nn.Module, mode: str, info: DistInfo, shard_modules: list[
         ids = [info.device.index] if info.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if mode == "fsdp":
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
-
         mesh = init_device_mesh(info.device.type, (info.world_size,))
         for module in shard_modules or []:
             fully_shard(module, mesh=mesh)

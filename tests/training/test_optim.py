@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sapiens2.models import BackboneConfig, DenseHeadConfig, build_model
-from sapiens2.train.optim import Schedule, build_optimizer, build_scheduler, clip_gradients, layer_id, param_groups
+from sapiens2.training.optim import Schedule, build_optimizer, build_scheduler, clip_gradients, layer_id, param_groups
 
 TINY = BackboneConfig(embed_dim=32, depth=3, num_heads=2, ffn_hidden=64, n_storage_tokens=2)
 
