@@ -193,12 +193,6 @@ class SSLMetaArch(nn.Module):
         student = [_local(s).to(t.dtype) for t, s in zip(teacher, (s for _, s in pairs))]
         torch._foreach_lerp_(teacher, student, 1.0 - momentum)
 
-    def student_backbone_state(self) -> dict[str, torch.Tensor]:
-        return self.student.backbone.state_dict()
-
-    def teacher_backbone_state(self) -> dict[str, torch.Tensor]:
-        return self.teacher.backbone.state_dict()
-
 
 def _local(p: torch.Tensor) -> torch.Tensor:
     """The local shard of an FSDP2 (DTensor) parameter, or the tensor itself."""

@@ -34,10 +34,6 @@ class DistInfo:
         return self.world_size > 1
 
 
-def launched_with_torchrun() -> bool:
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
-
-
 def init_distributed(device: str | None = None, timeout_s: float = 1800) -> DistInfo:
     """Join the torchrun process group if there is one, and pick this process's device.
 
@@ -80,14 +76,6 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     dist.all_reduce(t)
     t /= dist.get_world_size()
     return dict(zip(keys, t.tolist()))
-
-
-def broadcast_object(obj, src: int = 0):
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
 
 
 def choose_parallel(mode: str, info: DistInfo) -> str:
