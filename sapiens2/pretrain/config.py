@@ -16,7 +16,7 @@ from typing import Any, Literal
 from sapiens2.models.backbone import ARCHS, BackboneConfig
 from sapiens2.pretrain.augment import MultiCropConfig
 from sapiens2.pretrain.ssl_meta_arch import ObjectiveConfig
-from sapiens2.training.config import ConfigError, from_dict, read_toml
+from sapiens2.training.config import ConfigError, check_folder, from_dict, read_toml
 
 
 @dataclass
@@ -157,5 +157,12 @@ def check_config(cfg: PretrainConfig) -> None:
         raise ConfigError("optim.min_lr", f"must be in [0, lr={opt.lr}], got {opt.min_lr}")
     if opt.warmup_iters < 0:
         raise ConfigError("optim.warmup_iters", f"must be >= 0, got {opt.warmup_iters}")
+    if opt.weight_decay < 0:
+        raise ConfigError("optim.weight_decay", f"must be >= 0, got {opt.weight_decay}")
+    if not opt.eps > 0:
+        raise ConfigError("optim.eps", f"must be > 0, got {opt.eps}")
+    if not all(0 <= b < 1 for b in opt.betas):
+        raise ConfigError("optim.betas", f"each beta must be in [0, 1), got {list(opt.betas)}")
+    check_folder("train.work_dir", r.work_dir)
     if opt.clip_grad is not None and opt.clip_grad < 0:
         raise ConfigError("optim.clip_grad", f"must be >= 0 (0 turns clipping off), got {opt.clip_grad}")

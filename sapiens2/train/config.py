@@ -14,7 +14,7 @@ from sapiens2.task_table import TASKS
 from sapiens2.train.network import check_model
 from sapiens2.train.schema import DataConfig, DatasetConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from sapiens2.train.specs import TASK_SPECS
-from sapiens2.training.config import ConfigError, from_dict, read_toml
+from sapiens2.training.config import ConfigError, check_folder, from_dict, read_toml
 
 __all__ = ["ConfigError", "DataConfig", "DatasetConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig",
            "check_config", "config_from_dict", "load_config"]
@@ -56,6 +56,7 @@ def check_config(cfg: TrainConfig) -> None:
             for name, why in spec.dataset_needs.items():
                 if not getattr(ds, name):
                     raise ConfigError(f"{where}.{name}", why)
+    check_folder("train.work_dir", cfg.train.work_dir)
     _positive("data.val_batch_size", cfg.data.val_batch_size)
     _positive("train.num_iters", cfg.train.num_iters)
     _positive("train.batch_size", cfg.train.batch_size)
@@ -68,6 +69,8 @@ def check_config(cfg: TrainConfig) -> None:
     _positive("optim.lr", o.lr)
     if o.weight_decay < 0:
         raise ConfigError("optim.weight_decay", f"must be >= 0, got {o.weight_decay}")
+    _positive("optim.eps", o.eps)
+    _positive("optim.power", o.power)
     if not 0 < o.layer_decay <= 1:
         raise ConfigError("optim.layer_decay", f"must be in (0, 1], got {o.layer_decay}")
     if not all(0 <= b < 1 for b in o.betas):

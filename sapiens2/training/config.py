@@ -47,6 +47,17 @@ def read_toml(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     return data
 
 
+def check_folder(field: str, path: str | Path) -> None:
+    """A folder the run will create or write into: refused when it, or a folder above it, is an existing file."""
+    p = Path(path)
+    for candidate in (p, *p.parents):
+        if candidate.exists():
+            if not candidate.is_dir():
+                what = "is" if candidate == p else f"is inside {candidate}, which is"
+                raise ConfigError(field, f"{path} {what} a file, not a folder")
+            return
+
+
 def apply_override(data: dict[str, Any], item: str) -> None:
     """`optim.lr=1e-4` (the value read as TOML, else as a plain string) into the nested dict."""
     key, sep, raw = item.partition("=")

@@ -98,3 +98,46 @@ def test_cli_reports_config_error(tmp_path, capsys):
 def test_shipped_configs_validate(path):
     cfg = load_config(path)
     assert cfg.train.num_iters > cfg.optim.warmup_iters
+
+
+@pytest.mark.parametrize("override, field, reason", [
+    ("optim.lr=inf", "optim.lr", "must be a finite number"),
+    ("optim.weight_decay=nan", "optim.weight_decay", "must be a finite number"),
+    ("optim.clip_grad=nan", "optim.clip_grad", "must be a finite number"),
+    ("optim.eps=-1", "optim.eps", "must be > 0"),
+    ("optim.power=-3", "optim.power", "must be > 0"),
+])
+def test_unusable_numbers_are_refused_when_read(tmp_path, override, field, reason):
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(_base(tmp_path)))
+    with pytest.raises(ConfigError) as e:
+        load_config(path, [override])
+    assert e.value.field == field and reason in e.value.reason
+
+
+def test_work_dir_that_is_a_file_is_refused(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    for work_dir in (taken, taken / "run"):
+        data = _base(tmp_path)
+        data["train"]["work_dir"] = str(work_dir)
+        err = _error(data)
+        assert err.field == "train.work_dir" and "is a file" in err.reason and str(taken) in err.reason
+
+
+def _run_cli(config: Path) -> int:
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    args = parser.parse_args(["train", str(config)])
+    return args.func(args)
+
+
+def test_cli_folder_or_binary_config_is_a_usage_error(tmp_path, capsys):
+    assert _run_cli(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "is a folder" in err and "Traceback" not in err
+    binary = tmp_path / "latin1.toml"
+    binary.write_bytes('task = "pose" # caf\xe9\n'.encode("latin-1"))
+    assert _run_cli(binary) == 2
+    err = capsys.readouterr().err
+    assert str(binary) in err and "not a UTF-8 text file" in err

@@ -1,0 +1,45 @@
+"""Pretraining config errors name the field (or the file) and the reason."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from sapiens2.pretrain.cli import add_pretrain_parser, run_pretrain
+from sapiens2.training.config import ConfigError
+
+from .conftest import tiny_config
+
+
+@pytest.mark.parametrize("section, values, field, reason", [
+    ("optim", {"lr": float("inf")}, "optim.lr", "must be a finite number"),
+    ("optim", {"weight_decay": float("nan")}, "optim.weight_decay", "must be a finite number"),
+    ("optim", {"clip_grad": float("nan")}, "optim.clip_grad", "must be a finite number"),
+    ("optim", {"eps": -1.0}, "optim.eps", "must be > 0"),
+    ("optim", {"weight_decay": -0.1}, "optim.weight_decay", "must be >= 0"),
+    ("optim", {"betas": [0.9, 1.5]}, "optim.betas", "each beta must be in [0, 1)"),
+])
+def test_unusable_optimizer_values(tmp_path, images, section, values, field, reason):
+    with pytest.raises(ConfigError) as e:
+        tiny_config(tmp_path, images, **{section: values})
+    assert e.value.field == field and reason in e.value.reason
+
+
+def test_work_dir_that_is_a_file(tmp_path, images):
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    with pytest.raises(ConfigError, match="is a file") as e:
+        tiny_config(tmp_path, images, train={"work_dir": str(taken)})
+    assert e.value.field == "train.work_dir"
+
+
+def test_cli_folder_or_binary_config(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="sapiens2")
+    add_pretrain_parser(parser.add_subparsers(dest="command"))
+    binary = tmp_path / "latin1.toml"
+    binary.write_bytes("[model] # \xe9\n".encode("latin-1"))
+    for path, reason in ((tmp_path, "is a folder"), (binary, "not a UTF-8 text file")):
+        assert run_pretrain(parser.parse_args(["pretrain", str(path)])) == 2
+        err = capsys.readouterr().err
+        assert str(path) in err and reason in err
