@@ -49,7 +49,7 @@ from sapiens2.pretrain.schedules import (
 from sapiens2.pretrain.ssl_meta_arch import SSLMetaArch
 from sapiens2.training.checkpoint import save_weights
 from sapiens2.training.optim import build_optimizer as adamw
-from sapiens2.training.optim import clip_gradients, param_groups
+from sapiens2.training.optim import clip_gradients, param_groups, pretrain_no_decay
 
 log = logging.getLogger("sapiens2.pretrain")
 
@@ -58,9 +58,10 @@ _CKPT = re.compile(r"step_(\d+)\.pt$")
 
 
 def build_optimizer(student: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW with fine-tuning's groups (`sapiens2.train.optim`): weight decay on matrices only, none on
-    norms, biases, LayerScale and learned tokens; no layer-wise decay. Fused kernels on CUDA."""
-    return adamw(param_groups(student.named_parameters(), cfg.lr, cfg.weight_decay), cfg.betas, cfg.eps)
+    """AdamW over `sapiens2.training.optim` groups with the pretraining rule: weight decay on matrices only,
+    none on norms, biases, LayerScale and learned tokens; no layer-wise decay. Fused kernels on CUDA."""
+    groups = param_groups(student.named_parameters(), cfg.lr, cfg.weight_decay, no_decay=pretrain_no_decay)
+    return adamw(groups, cfg.betas, cfg.eps)
 
 
 def build_meta_arch(cfg: PretrainConfig, device: torch.device | str = "cpu") -> SSLMetaArch:
