@@ -23,6 +23,7 @@ from sapiens2.keypoints.udp import udp_encode
 from sapiens2.keypoints.topdown import (
     bbox_xyxy_to_center_scale,
     box_to_center_scale,
+    crop_interpolation,
     crop_person,
     fix_aspect_ratio,
     udp_warp_matrix,
@@ -275,7 +276,8 @@ class PoseTransform:
                 rot = float(p.rotate_factor * tn[3])
         scale = fix_aspect_ratio(np.asarray(scale, np.float32), self.w / self.h)
         m = udp_warp_matrix(np.asarray(center, np.float32), scale, (self.h, self.w), rot)
-        crop = cv2.warpAffine(np.ascontiguousarray(img), m, (self.w, self.h), flags=cv2.INTER_LINEAR,
+        # as the reference's affine step: INTER_AREA when the warp shrinks, INTER_CUBIC when it enlarges
+        crop = cv2.warpAffine(np.ascontiguousarray(img), m, (self.w, self.h), flags=crop_interpolation(m),
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         kp = kp @ m[:, :2].T + m[:, 2]
         inside = (kp[:, 0] >= 0) & (kp[:, 0] < self.w) & (kp[:, 1] >= 0) & (kp[:, 1] < self.h)

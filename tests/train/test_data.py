@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -176,3 +177,28 @@ def test_coco17_and_wholebody_sources_use_their_own_metadata(tmp_path, parts, co
 
         face = np.asarray(json.loads((tmp_path / "train.json").read_text())["annotations"][0]["face_kpts"]).reshape(-1, 3)
         assert np.allclose(src.samples[0]["keypoints"][23:91], face[:, :2])
+
+
+@pytest.mark.parametrize("box, flag", [
+    ([20, 25, 36, 45], cv2.INTER_CUBIC),  # a small person: the warp enlarges
+    ([0, 0, IMG_W - 1, IMG_H - 1], cv2.INTER_AREA),  # the whole image into a smaller input: it shrinks
+])
+def test_pose_crop_interpolation_follows_the_scale(box, flag):
+    """The reference warps training crops with INTER_AREA when shrinking and INTER_CUBIC when enlarging."""
+    from sapiens2.keypoints.topdown import bbox_xyxy_to_center_scale, fix_aspect_ratio, udp_warp_matrix
+    from sapiens2.train.transforms import KeypointLayout
+
+    img = np.random.default_rng(0).integers(0, 256, (IMG_H, IMG_W, 3), dtype=np.uint8)
+    s = {"image": img, "keypoints": np.full((17, 2), 30.0), "visible": np.ones(17, np.float32),
+         "bbox": np.array(box, np.float32)}
+    size = (H, W)
+    out = PoseTransform(size, KeypointLayout(tuple(range(17))), PoseAugment(heatmap_sigma=1.0), augment=False)(
+        s, np.random.default_rng(0))
+    c, sc = bbox_xyxy_to_center_scale(s["bbox"], 1.25)
+    m = udp_warp_matrix(c, fix_aspect_ratio(sc, W / H), (H, W))
+    warped = {f: cv2.warpAffine(img, m, (W, H), flags=f, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+              for f in (cv2.INTER_AREA, cv2.INTER_CUBIC, cv2.INTER_NEAREST)}
+    got = out["image"].transpose(1, 2, 0)
+    assert np.array_equal(got, warped[flag])
+    # (warpAffine computes INTER_AREA as bilinear, so the other candidates are cubic and nearest)
+    assert all(not np.array_equal(got, w) for f, w in warped.items() if f != flag)
