@@ -12,6 +12,7 @@ Parameters and their reference values live in one dataclass per task (`PoseAugme
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,8 +29,11 @@ from sapiens2.keypoints.topdown import (
     fix_aspect_ratio,
     udp_warp_matrix,
 )
+from sapiens2.training.config import ConfigError
 
 IGNORE = 255
+REFERENCE_BACKGROUND_P = 0.8  # seg: the reference swaps the background of studio images with this probability
+log = logging.getLogger(__name__)
 _INTERPOLATIONS = (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_LANCZOS4)
 
 
@@ -62,8 +66,13 @@ class PoseAugment:
 
 @dataclass
 class SegAugment:
+    """The reference's seg augmentations. The background swap composites the labelled person onto a random JPEG
+    of `background_dir` (the reference uses BG-20k) with probability `background_p`, which defaults to the
+    reference's 0.8 when a folder is given. Without a folder the swap is off, and training says so in a warning;
+    asking for it (`background_p` > 0) without a folder, or naming a folder with no JPEGs, is a config error."""
+
     background_dir: str | None = None  # BG-20k-like JPEGs to composite the person onto
-    background_p: float = 0.8
+    background_p: float | None = None  # None: REFERENCE_BACKGROUND_P when background_dir is set
     resize_ratio: tuple[float, float] = (0.4, 2.0)
     crop_p: float = 0.3
     crop_max_class_ratio: float = 0.75
@@ -75,6 +84,30 @@ class SegAugment:
     flip_pairs: list[tuple[int, int]] | None = None  # None: the L/R swaps of the 29 or 28 body parts, else none
     photometric_p: float = 1.0
     min_foreground: float = 0.01  # drop samples with fewer labelled non-background pixels
+
+    def __post_init__(self) -> None:
+        if self.background_p is not None and not 0 <= self.background_p <= 1:
+            raise ConfigError("augment.background_p", f"must be in [0, 1], got {self.background_p}")
+        if self.background_dir is None:
+            if self.background_p:
+                raise ConfigError("augment.background_p", f"{self.background_p} asks for the background swap, "
+                                  "but augment.background_dir names no folder of background JPEGs")
+            return
+        if not Path(self.background_dir).is_dir():
+            raise ConfigError("augment.background_dir", f"{self.background_dir} is not a folder")
+        if not background_images(self.background_dir):
+            raise ConfigError("augment.background_dir", f"{self.background_dir} holds no .jpg / .jpeg images")
+
+    @property
+    def swap_p(self) -> float:
+        """The probability of a background swap (0 without a folder)."""
+        if self.background_dir is None:
+            return 0.0
+        return REFERENCE_BACKGROUND_P if self.background_p is None else self.background_p
+
+
+def background_images(folder: str | Path) -> list[Path]:
+    return sorted(Path(folder).glob("*.jp*g"))
 
 
 @dataclass
@@ -344,13 +377,16 @@ class SegTransform:
         self.flip_lut = np.arange(256, dtype=np.uint8)
         for a, b in pairs:
             self.flip_lut[a], self.flip_lut[b] = b, a
-        self.backgrounds = sorted(Path(self.p.background_dir).glob("*.jp*g")) if self.p.background_dir else []
+        self.backgrounds = background_images(self.p.background_dir) if self.p.background_dir else []
+        if self.augment and not self.backgrounds:
+            log.warning("seg training without augment.background_dir: the background swap is off (the reference "
+                        "composites studio images onto BG-20k backgrounds with p %s)", REFERENCE_BACKGROUND_P)
 
     def __call__(self, s: dict, rng: np.random.Generator) -> dict | None:
         img, label = s["image"], s["label"]
         p = self.p
         if self.augment:
-            if self.backgrounds and not s.get("in_the_wild", False) and rng.random() < p.background_p:
+            if self.backgrounds and not s.get("in_the_wild", False) and rng.random() < p.swap_p:
                 img = self._background(img, label, rng)
             img, label = self._random_resize(img, label, rng)
             if rng.random() < p.crop_p:

@@ -15,11 +15,12 @@ from sapiens2.train.datasets import (
     StreamSampler,
     TransformedDataset,
 )
+from sapiens2.train.config import config_from_dict
 from sapiens2.train.schema import DatasetConfig
-from sapiens2.train.transforms import DenseTransform, PoseAugment, PoseTransform, SegTransform
+from sapiens2.train.transforms import DenseTransform, PoseAugment, PoseTransform, SegAugment, SegTransform
 from sapiens2.training.config import ConfigError
 
-from .conftest import IMG_H, IMG_W, H, W, make_dense_data, make_pose_data, make_seg_data
+from .conftest import IMG_H, IMG_W, H, W, make_dense_data, make_pose_data, make_seg_data, tiny_config
 
 
 def test_stream_sampler_resumes_mid_epoch_and_shards():
@@ -202,3 +203,35 @@ def test_pose_crop_interpolation_follows_the_scale(box, flag):
     assert np.array_equal(got, warped[flag])
     # (warpAffine computes INTER_AREA as bilinear, so the other candidates are cubic and nearest)
     assert all(not np.array_equal(got, w) for f, w in warped.items() if f != flag)
+
+
+def test_seg_background_swap_needs_a_folder_of_jpegs(tmp_path):
+    with pytest.raises(ConfigError, match="names no folder") as e:
+        SegAugment(background_p=0.8)
+    assert e.value.field == "augment.background_p"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="holds no .jpg") as e:
+        SegAugment(background_dir=str(empty))
+    assert e.value.field == "augment.background_dir"
+    with pytest.raises(ConfigError, match="is not a folder"):
+        SegAugment(background_dir=str(tmp_path / "missing"))
+    assert SegAugment().swap_p == 0.0 and SegAugment(background_p=0.0).swap_p == 0.0
+    cv2.imwrite(str(empty / "bg.jpg"), np.full((40, 30, 3), 200, np.uint8))
+    assert SegAugment(background_dir=str(empty)).swap_p == 0.8  # the reference's probability by default
+    assert SegAugment(background_dir=str(empty), background_p=0.5).swap_p == 0.5
+
+
+def test_seg_background_swap_config_error_and_warning(tmp_path, caplog):
+    data = tiny_config("seg", tmp_path / "run", {"root": str(tmp_path)})
+    data["augment"] = {"background_p": 0.8}
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(data)
+    assert e.value.field == "augment.background_p"
+    with caplog.at_level("WARNING", logger="sapiens2.train.transforms"):
+        SegTransform((H, W), 29, train=True)
+    assert "background swap is off" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sapiens2.train.transforms"):
+        SegTransform((H, W), 29, train=False)
+    assert not caplog.text
