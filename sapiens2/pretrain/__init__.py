@@ -5,7 +5,7 @@ Pieces, each usable alone:
 - `MaskGenerator` / `TokenMasks` (masking.py): mixed blockwise / patchwise masks, exact counts, keep
   indices for `Sapiens2Backbone(x, keep=...)`.
 - `MAEDecoder` (decoder.py), `DINOHead` (head.py), losses in `sapiens2.pretrain.loss`: `MAELoss`,
-  `DINOClsTokenLoss` (Sinkhorn-Knopp or EMA centring), `KoLeoLoss`.
+  `DINOClsTokenLoss` (EMA centring by default, Sinkhorn-Knopp as a choice), `KoLeoLoss`.
 - `SSLMetaArch` (ssl_meta_arch.py): student + EMA teacher + the combined loss, `ObjectiveConfig`.
 - `MultiCrop` (augment.py), `PretrainImages` / `ResumableSampler` (data.py).
 - `PretrainConfig` / `load_config` (config.py), `Pretrainer` / `pretrain` / `export_checkpoint`

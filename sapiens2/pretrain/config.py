@@ -54,6 +54,9 @@ class OptimConfig:
     eps: float = 1e-8
     warmup_iters: int = 1000
     clip_grad: float | None = 5.0  # global L2 norm; None or 0: off
+    # The DINO head's last layer gets no update for this many first steps, which keeps the prototypes from
+    # collapsing while the rest settles (DINOv2 / DINOv3: one epoch, 1250 iterations; the paper is silent).
+    freeze_last_layer_iters: int = 1250
 
 
 @dataclass
@@ -157,6 +160,8 @@ def check_config(cfg: PretrainConfig) -> None:
         raise ConfigError("optim.min_lr", f"must be in [0, lr={opt.lr}], got {opt.min_lr}")
     if opt.warmup_iters < 0:
         raise ConfigError("optim.warmup_iters", f"must be >= 0, got {opt.warmup_iters}")
+    if opt.freeze_last_layer_iters < 0:
+        raise ConfigError("optim.freeze_last_layer_iters", f"must be >= 0, got {opt.freeze_last_layer_iters}")
     if opt.weight_decay < 0:
         raise ConfigError("optim.weight_decay", f"must be >= 0, got {opt.weight_decay}")
     if not opt.eps > 0:

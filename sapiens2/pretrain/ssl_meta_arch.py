@@ -44,7 +44,9 @@ class ObjectiveConfig:
     head_bottleneck_dim: int = 256
     head_layers: int = 3
     student_temp: float = 0.1
-    centering: str = "sinkhorn"  # or "ema"
+    # "ema": DINO's centring by a moving average of the teacher's logits, the paper's "center momentum 0.9";
+    # "sinkhorn": Sinkhorn-Knopp (DINOv3's choice, which the paper says it builds on; center_momentum unused).
+    centering: str = "ema"
     center_momentum: float = 0.9
     sinkhorn_iterations: int = 3
     mae_weight: float = 1.0

@@ -54,13 +54,22 @@ from sapiens2.training.optim import clip_gradients, param_groups, pretrain_no_de
 log = logging.getLogger("sapiens2.pretrain")
 
 EXPORT_NAME = "pretrain_backbone.safetensors"
+LAST_LAYER = "head.last_layer."  # the DINO head's prototype layer, in the student's names
 _CKPT = re.compile(r"step_(\d+)\.pt$")
 
 
 def build_optimizer(student: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
     """AdamW over `sapiens2.training.optim` groups with the pretraining rule: weight decay on matrices only,
-    none on norms, biases, LayerScale and learned tokens; no layer-wise decay. Fused kernels on CUDA."""
-    groups = param_groups(student.named_parameters(), cfg.lr, cfg.weight_decay, no_decay=pretrain_no_decay)
+    none on norms, biases, LayerScale and learned tokens; no layer-wise decay. Fused kernels on CUDA.
+
+    The DINO head's last layer has groups of its own (marked `last_layer`), whose rate the loop holds at 0 for
+    the first `freeze_last_layer_iters` steps."""
+    named = list(student.named_parameters())
+    rest = [(n, p) for n, p in named if not n.startswith(LAST_LAYER)]
+    last = [(n, p) for n, p in named if n.startswith(LAST_LAYER)]
+    groups = param_groups(rest, cfg.lr, cfg.weight_decay, no_decay=pretrain_no_decay)
+    for g in param_groups(last, cfg.lr, cfg.weight_decay, no_decay=pretrain_no_decay):
+        groups.append({**g, "last_layer": True, "name": f"last_layer_{g['name']}"})
     return adamw(groups, cfg.betas, cfg.eps)
 
 
@@ -118,8 +127,11 @@ class Pretrainer:
         """One optimisation step on a batch (G x B x 3 x H x W global, L x B x 3 x h x w local views)."""
         cfg, step, dev = self.cfg, self.step, self.rt.device
         lr = self.schedules.lr(step)
+        frozen = step < cfg.optim.freeze_last_layer_iters
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            # a frozen last layer: rate 0, so AdamW leaves it as it is (its moments still follow the gradients,
+            # as in DINOv2 / DINOv3)
+            group["lr"] = 0.0 if frozen and group.get("last_layer") else lr
         g = torch.Generator().manual_seed(mix_seed(cfg.train.seed, step, self.rt.rank, 1))
         masks = self.mask_generator(global_views.shape[0] * global_views.shape[1], g).to(dev)
         global_views = global_views.to(dev, non_blocking=True)
