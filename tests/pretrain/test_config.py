@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
 from sapiens2.pretrain.cli import add_pretrain_parser, run_pretrain
+from sapiens2.pretrain.config import load_config
 from sapiens2.training.config import ConfigError
 
 from .conftest import tiny_config
@@ -43,3 +45,10 @@ def test_cli_folder_or_binary_config(tmp_path, capsys):
         assert run_pretrain(parser.parse_args(["pretrain", str(path)])) == 2
         err = capsys.readouterr().err
         assert str(path) in err and reason in err
+
+
+def test_a_pretraining_config_for_every_official_size():
+    folder = Path(__file__).resolve().parents[2] / "configs" / "pretrain"
+    for size in ("0.1b", "0.4b", "0.8b", "1b", "5b"):
+        cfg = load_config(folder / f"sapiens2_{size}.toml")
+        assert cfg.model.arch == size and cfg.train.num_iters == 500_000 and cfg.objective.dino_weight == 0.4
