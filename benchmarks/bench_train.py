@@ -113,7 +113,7 @@ def run_one(task: str, size: str, precision: str, batch: int, input_size: tuple[
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         t0 = time.perf_counter()
-        optimization_step(model, criterion, optimizer, scheduler, params, (data["image"].float() - mean) / std, data,
+        optimization_step(model, criterion, optimizer, scheduler, params, [((data["image"].float() - mean) / std, data)],
                           bf16, o.clip_grad, i)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)

@@ -60,6 +60,7 @@ def check_config(cfg: TrainConfig) -> None:
     _positive("data.val_batch_size", cfg.data.val_batch_size)
     _positive("train.num_iters", cfg.train.num_iters)
     _positive("train.batch_size", cfg.train.batch_size)
+    _positive("train.accumulate_steps", cfg.train.accumulate_steps)
     _positive("train.save_every", cfg.train.save_every)
     _positive("train.val_every", cfg.train.val_every)
     _positive("train.log_every", cfg.train.log_every)

@@ -1,8 +1,9 @@
 """The fine-tuning loop: iteration based, as the reference (spec §6.2).
 
 Each step: next batch (the stream never ends, so epochs roll over by themselves) -> normalize on the device
--> forward under bf16 autocast (CUDA; fp32 on CPU unless told) -> the task's losses in fp32 -> backward ->
-clip the global grad norm -> AdamW step -> schedule step. Every `log_every` steps a console line and a CSV
+-> forward under bf16 autocast (CUDA; fp32 on CPU unless told) -> the task's losses in fp32 -> backward (for
+each of `train.accumulate_steps` micro-batches, gradients summed) -> clip the global grad norm -> AdamW step ->
+schedule step. Every `log_every` steps a console line and a CSV
 row; every `save_every` an atomic checkpoint; every `val_every` validation with `sapiens2.metrics`.
 `Trainer(cfg, resume="auto")` continues a run exactly where its last checkpoint left it.
 """
@@ -14,6 +15,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,7 @@ from sapiens2.training.distributed import (
     barrier,
     choose_parallel,
     init_distributed,
+    no_gradient_sync,
     unwrap,
     wrap_model,
 )
@@ -58,27 +61,34 @@ def autocast_context(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def optimization_step(model, criterion, optimizer, scheduler, params, x: torch.Tensor, batch: dict, bf16: bool,
-                      clip: float | None, step: int = 0) -> dict[str, float]:
-    """One step: forward (autocast), the task losses in fp32, backward, clip, AdamW and schedule steps.
-    Returns the loss terms, their sum `loss` and the pre-clip `grad_norm`."""
-    with autocast_context(x.device, bf16):
-        out = model(x)
-    out = tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
-    terms = criterion(out, batch)
-    total = sum(v for k, v in terms.items() if k.startswith("loss"))
-    if not torch.isfinite(total):
-        raise FloatingPointError(f"step {step}: the loss is {total.item()} "
-                                 f"({ {k: float(v.detach()) for k, v in terms.items()} })")
+def optimization_step(model, criterion, optimizer, scheduler, params, micro_batches: Sequence[tuple[torch.Tensor, dict]],
+                      bf16: bool, clip: float | None, step: int = 0) -> dict[str, float]:
+    """One step over (normalized input, batch) micro-batches: for each, forward (autocast), the task losses in
+    fp32 and backward of their sum / the micro-batch count (so the gradients add up to the mean's); then clip,
+    AdamW and schedule steps. Only the last backward synchronizes gradients across processes. Returns the loss
+    terms and their sum `loss`, averaged over the micro-batches, and the pre-clip `grad_norm`."""
     optimizer.zero_grad(set_to_none=True)
-    total.backward()
+    n = len(micro_batches)
+    sums: dict[str, float] = {}
+    for i, (x, batch) in enumerate(micro_batches):
+        with contextlib.nullcontext() if i == n - 1 else no_gradient_sync(model):
+            with autocast_context(x.device, bf16):
+                out = model(x)
+            out = tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
+            terms = criterion(out, batch)
+            total = sum(v for k, v in terms.items() if k.startswith("loss"))
+            if not torch.isfinite(total):
+                raise FloatingPointError(f"step {step}: the loss is {total.item()} "
+                                         f"({ {k: float(v.detach()) for k, v in terms.items()} })")
+            (total / n if n > 1 else total).backward()
+        for k, v in {**terms, "loss": total}.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
     grad_norm = clip_gradients(params, clip)
     if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
         grad_norm = grad_norm.full_tensor()
     optimizer.step()
     scheduler.step()
-    values = {k: float(v.detach()) for k, v in terms.items()}
-    values["loss"] = float(total.detach())
+    values = {k: v / n for k, v in sums.items()}
     values["grad_norm"] = float(grad_norm)
     return values
 
@@ -149,7 +159,7 @@ class Trainer:
         cfg, run = self.cfg, self.cfg.train
         transform = build_transform(cfg, self.train_source.parts[0], train=True)
         ds = TransformedDataset(self.train_source, transform, seed=run.seed)
-        sampler = StreamSampler(len(ds), run.seed, self.info.rank, self.info.world_size, start=self.step * run.batch_size)
+        sampler = StreamSampler(len(ds), run.seed, self.info.rank, self.info.world_size, start=self.samples_seen())
         workers = cfg.data.num_workers
         return DataLoader(ds, batch_size=run.batch_size, sampler=sampler, num_workers=workers,
                           pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
@@ -169,14 +179,22 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ steps
 
+    def samples_seen(self) -> int:
+        """Samples this process has trained on: where its data stream resumes."""
+        run = self.cfg.train
+        return self.step * run.batch_size * run.accumulate_steps
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() - self.mean) / self.std
 
-    def train_step(self, batch: dict) -> dict[str, float]:
-        batch = to_device(batch, self.device)
-        return optimization_step(self.model, self.criterion, self.optimizer, self.scheduler, self.params,
-                                 self.normalize(batch["image"]), batch, self.bf16, self.cfg.optim.clip_grad,
-                                 self.step + 1)
+    def train_step(self, batches: Sequence[dict]) -> dict[str, float]:
+        """One optimizer step over `train.accumulate_steps` micro-batches."""
+        micro = []
+        for batch in batches:
+            batch = to_device(batch, self.device)
+            micro.append((self.normalize(batch["image"]), batch))
+        return optimization_step(self.model, self.criterion, self.optimizer, self.scheduler, self.params, micro,
+                                 self.bf16, self.cfg.optim.clip_grad, self.step + 1)
 
     def lrs(self) -> dict[str, float]:
         rates = [g["lr"] for g in self.optimizer.param_groups]
@@ -202,9 +220,9 @@ class Trainer:
         try:
             while self.step < run.num_iters:
                 t0 = time.perf_counter()
-                batch = next(it)
+                batches = [next(it) for _ in range(run.accumulate_steps)]
                 data_time += time.perf_counter() - t0
-                values = self.train_step(batch)
+                values = self.train_step(batches)
                 self.step += 1
                 values.update(self.lrs())
                 self.history.append({"step": self.step, **values})
@@ -254,7 +272,7 @@ class Trainer:
 
     def save(self) -> Path:
         run = self.cfg.train
-        extra = {"samples_seen_per_rank": self.step * run.batch_size, "task": self.cfg.task,
+        extra = {"samples_seen_per_rank": self.samples_seen(), "task": self.cfg.task,
                  "config": dump_toml(to_dict(self.cfg))}
         path = save_checkpoint(self.work_dir / "checkpoints", self.step, self.model, self.optimizer, self.scheduler,
                                self.info, extra, keep=run.keep_checkpoints, metadata=self.weights_metadata())

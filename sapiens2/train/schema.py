@@ -88,7 +88,10 @@ class OptimConfig:
 class RunConfig:
     work_dir: str
     num_iters: int
-    batch_size: int  # per process
+    batch_size: int  # per process and micro-batch
+    # Micro-batches per optimizer step: their gradients add up, so a step sees batch_size x accumulate_steps
+    # samples per process (x the process count in all), in the memory of one micro-batch.
+    accumulate_steps: int = 1
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     parallel: Literal["auto", "none", "ddp", "fsdp"] = "auto"  # auto: DDP when launched with torchrun
     seed: int = 0

@@ -7,8 +7,10 @@ under `torchrun` the group uses NCCL on GPUs and gloo on CPU, so the same config
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -102,6 +104,23 @@ def wrap_model(model: nn.Module, mode: str, info: DistInfo, shard_modules: list[
         fully_shard(model, mesh=mesh)
         return model
     raise ValueError(f"unknown parallel mode {mode!r}; expected none, ddp or fsdp")
+
+
+@contextlib.contextmanager
+def no_gradient_sync(model: nn.Module) -> Iterator[None]:
+    """Backward passes inside keep their gradients local (DDP `no_sync`, FSDP2 `set_requires_gradient_sync`):
+    the micro-batches of an accumulated step but the last need no all-reduce."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        with model.no_sync():
+            yield
+    elif hasattr(model, "set_requires_gradient_sync"):  # an FSDP2 module
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        yield
 
 
 def unwrap(model: nn.Module) -> nn.Module:
