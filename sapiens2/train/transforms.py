@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from sapiens2.body_parts import seg28, seg29
 from sapiens2.io import read_image
-from sapiens2.keypoints.udp import udp_encode
 from sapiens2.keypoints.topdown import (
     bbox_xyxy_to_center_scale,
     box_to_center_scale,
@@ -29,6 +29,7 @@ from sapiens2.keypoints.topdown import (
     fix_aspect_ratio,
     udp_warp_matrix,
 )
+from sapiens2.keypoints.udp import udp_encode
 from sapiens2.training.config import ConfigError
 
 IGNORE = 255
@@ -354,8 +355,6 @@ class PoseTransform:
 def default_flip_pairs(num_classes: int) -> tuple[tuple[int, int], ...]:
     """The left/right label swaps of Sapiens2's 29 or v1's 28 body parts. Other class sets have no known
     sides: nothing is swapped (set `augment.flip_pairs` for them)."""
-    from sapiens2.body_parts import seg28, seg29
-
     for classes in (seg29(), seg28()):
         if len(classes) == num_classes:
             return classes.flip_pairs

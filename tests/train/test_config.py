@@ -141,3 +141,12 @@ def test_cli_folder_or_binary_config_is_a_usage_error(tmp_path, capsys):
     assert _run_cli(binary) == 2
     err = capsys.readouterr().err
     assert str(binary) in err and "not a UTF-8 text file" in err
+
+
+def test_every_task_of_the_table_has_a_spec_and_no_other():
+    from sapiens2.task_table import TASKS
+    from sapiens2.train.specs import TASK_SPECS
+    from sapiens2.train.v1 import V1_TRAIN_TASKS
+
+    assert list(TASK_SPECS) == list(TASKS)
+    assert set(V1_TRAIN_TASKS) == {"pose", "seg", "normal", "depth"}

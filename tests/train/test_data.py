@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from sapiens2.keypoints import keypoints308
+from sapiens2.keypoints.topdown import bbox_xyxy_to_center_scale, fix_aspect_ratio, udp_warp_matrix
 from sapiens2.keypoints.udp import udp_decode
+from sapiens2.train.config import config_from_dict
 from sapiens2.train.datasets import (
     CocoKeypoints,
     DenseFolder,
@@ -15,9 +17,15 @@ from sapiens2.train.datasets import (
     StreamSampler,
     TransformedDataset,
 )
-from sapiens2.train.config import config_from_dict
 from sapiens2.train.schema import DatasetConfig
-from sapiens2.train.transforms import DenseTransform, PoseAugment, PoseTransform, SegAugment, SegTransform
+from sapiens2.train.transforms import (
+    DenseTransform,
+    KeypointLayout,
+    PoseAugment,
+    PoseTransform,
+    SegAugment,
+    SegTransform,
+)
 from sapiens2.training.config import ConfigError
 
 from .conftest import IMG_H, IMG_W, H, W, make_dense_data, make_pose_data, make_seg_data, tiny_config
@@ -62,8 +70,6 @@ def test_pose_target_peaks_at_the_transformed_keypoints(tmp_path):
     kp, _ = udp_decode(out["heatmaps"], input_size=(H * 4, W * 4))
     raw = src.load(0)
     # without augmentation the crop is the padded box; decoding the target lands on the warped points
-    from sapiens2.keypoints.topdown import bbox_xyxy_to_center_scale, fix_aspect_ratio, udp_warp_matrix
-
     c, sc = bbox_xyxy_to_center_scale(raw["bbox"], 1.25)
     m = udp_warp_matrix(c, fix_aspect_ratio(sc, W / H), (H * 4, W * 4))
     expected = raw["keypoints"] @ m[:, :2].T + m[:, 2]
@@ -77,8 +83,6 @@ def test_pose_augmentation_is_seeded():
     for _ in range(2):
         s = {"image": np.full((IMG_H, IMG_W, 3), 128, np.uint8), "keypoints": np.random.default_rng(1).uniform(10, 40, (17, 2)),
              "visible": np.ones(17, np.float32), "bbox": np.array([5, 5, 50, 70], np.float32)}
-        from sapiens2.train.transforms import KeypointLayout
-
         t = PoseTransform((H, W), KeypointLayout(tuple(range(17))), PoseAugment(heatmap_sigma=1.0))
         rng_out.append(t(s, np.random.default_rng(42)))
     assert all(np.array_equal(rng_out[0][k], rng_out[1][k]) for k in rng_out[0])
@@ -186,9 +190,6 @@ def test_coco17_and_wholebody_sources_use_their_own_metadata(tmp_path, parts, co
 ])
 def test_pose_crop_interpolation_follows_the_scale(box, flag):
     """The reference warps training crops with INTER_AREA when shrinking and INTER_CUBIC when enlarging."""
-    from sapiens2.keypoints.topdown import bbox_xyxy_to_center_scale, fix_aspect_ratio, udp_warp_matrix
-    from sapiens2.train.transforms import KeypointLayout
-
     img = np.random.default_rng(0).integers(0, 256, (IMG_H, IMG_W, 3), dtype=np.uint8)
     s = {"image": img, "keypoints": np.full((17, 2), 30.0), "visible": np.ones(17, np.float32),
          "bbox": np.array(box, np.float32)}
