@@ -148,5 +148,5 @@ def test_every_task_of_the_table_has_a_spec_and_no_other():
     from sapiens2.train.specs import TASK_SPECS
     from sapiens2.train.v1 import V1_TRAIN_TASKS
 
-    assert list(TASK_SPECS) == list(TASKS)
+    assert list(TASK_SPECS) == list(TASKS)  # the fine-tuning specs follow the one table
     assert set(V1_TRAIN_TASKS) == {"pose", "seg", "normal", "depth"}
