@@ -40,8 +40,14 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"sapiens2 train: config error: {e}", file=sys.stderr)
         return 2
     from sapiens2.train.loop import Trainer
-    from sapiens2.training.distributed import cleanup
+    from sapiens2.training.distributed import cleanup, parse_device
 
+    if args.device is not None:
+        try:
+            parse_device(args.device)
+        except ValueError as e:
+            print(f"sapiens2 train: --device: {e}", file=sys.stderr)
+            return 2
     try:
         trainer = Trainer(cfg, resume=args.resume, device=args.device, progress=not args.no_progress)
         trainer.fit()

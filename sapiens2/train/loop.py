@@ -29,7 +29,7 @@ from sapiens2.train.network import build_network, settle_config
 from sapiens2.train.schema import TrainConfig
 from sapiens2.train.specs import TASK_SPECS, build_criterion, build_evaluator, build_transform
 from sapiens2.training.checkpoint import export_weights, load_checkpoint, resolve_checkpoint, save_checkpoint
-from sapiens2.training.config import dump_toml, to_dict
+from sapiens2.training.config import ConfigError, dump_toml, to_dict
 from sapiens2.training.distributed import (
     all_reduce_mean,
     barrier,
@@ -112,7 +112,7 @@ class Trainer:
         train_sources = [spec.source(d, f"data.train[{i}]") for i, d in enumerate(cfg.data.train)]
         self.train_source = ConcatSources(train_sources, [d.repeat for d in cfg.data.train])
         if len(self.train_source) == 0:
-            raise ValueError("the training data holds no samples")
+            raise ConfigError("data.train", "the training datasets hold no samples")
         outputs = spec.data_outputs(train_sources) if spec.data_outputs is not None else None
         self.val_sources = [spec.source(d, f"data.val[{i}]") for i, d in enumerate(cfg.data.val)]
 

@@ -34,7 +34,7 @@ from sapiens2.train.evaluators import (
     whole_target,
 )
 from sapiens2.train.schema import DatasetConfig, TrainConfig
-from sapiens2.training.config import from_dict
+from sapiens2.training.config import ConfigError, from_dict
 
 
 class Evaluator(Protocol):
@@ -90,7 +90,8 @@ def keypoint_count(sources: list[SampleSource]) -> int:
     """The keypoints every pose training set has (they must agree: one head predicts them all)."""
     counts = {s.num_keypoints for s in sources}
     if len(counts) != 1:
-        raise ValueError(f"the pose training sets disagree on the keypoint count: {sorted(counts)}")
+        raise ConfigError("data.train", f"the pose training sets disagree on the keypoint count: {sorted(counts)} "
+                          "(one head predicts them all: choose the same points with keypoint_indices)")
     return counts.pop()
 
 

@@ -36,6 +36,18 @@ class DistInfo:
         return self.world_size > 1
 
 
+def parse_device(name: str) -> torch.device:
+    """`cpu`, `cuda`, `cuda:N` (or another device type torch knows) as a torch.device; a ValueError naming the
+    problem for an unknown name or CUDA asked for where there is none."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}; expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name!r}: CUDA is not available on this machine")
+    return dev
+
+
 def init_distributed(device: str | None = None, timeout_s: float = 1800) -> DistInfo:
     """Join the torchrun process group if there is one, and pick this process's device.
 
@@ -47,7 +59,7 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800) -> Dist
     if device is None:
         dev = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
     else:
-        dev = torch.device(device)
+        dev = parse_device(device)
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device(f"cuda:{local}")
     if dev.type == "cuda":

@@ -8,11 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from sapiens2.keypoints import keypoints308
+from sapiens2.task_table import TASKS
 from sapiens2.train.cli import add_train_parser, run_train
 from sapiens2.train.config import config_from_dict, load_config
+from sapiens2.train.loop import Trainer
+from sapiens2.train.specs import TASK_SPECS
+from sapiens2.train.v1 import V1_TRAIN_TASKS
 from sapiens2.training.config import ConfigError, dump_toml, to_dict
 
-from .conftest import tiny_config
+from .conftest import make_data, tiny_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TASK_DIRS = ("pose", "seg", "normal", "pointmap", "albedo", "matting", "tiny", "v1")
@@ -144,9 +149,24 @@ def test_cli_folder_or_binary_config_is_a_usage_error(tmp_path, capsys):
 
 
 def test_every_task_of_the_table_has_a_spec_and_no_other():
-    from sapiens2.task_table import TASKS
-    from sapiens2.train.specs import TASK_SPECS
-    from sapiens2.train.v1 import V1_TRAIN_TASKS
-
     assert list(TASK_SPECS) == list(TASKS)  # the fine-tuning specs follow the one table
     assert set(V1_TRAIN_TASKS) == {"pose", "seg", "normal", "depth"}
+
+
+def test_cli_unknown_device_is_a_usage_error(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(_base(tmp_path)))
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    assert run_train(parser.parse_args(["train", str(path), "--device", "tpu9"])) == 2
+    err = capsys.readouterr().err
+    assert "--device" in err and "tpu9" in err
+
+
+def test_pose_sets_with_different_keypoints_are_a_config_error(tmp_path):
+    data = tiny_config("pose", tmp_path / "run", make_data("pose", tmp_path / "a"))
+    other = dict(data["data"]["train"][0], keypoint_indices=list(keypoints308().subsets["body"])[:10])
+    data["data"]["train"].append(other)
+    with pytest.raises(ConfigError, match="disagree on the keypoint count") as e:
+        Trainer(config_from_dict(data), progress=False)
+    assert e.value.field == "data.train"
