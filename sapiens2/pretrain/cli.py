@@ -37,7 +37,9 @@ def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    """Load and check the config, then train (or export); 0 on success, 2 on a config error."""
+    """Load and check the config, then train (or export); 0 on success, 2 on a config error, 1 when a file it
+    names (images, a checkpoint) is missing or unusable."""
+    from sapiens2.checkpoint import CheckpointError
     from sapiens2.pretrain.config import load_config
     from sapiens2.training.config import ConfigError
 
@@ -52,11 +54,17 @@ def run_pretrain(args: argparse.Namespace) -> int:
         return 2
     from sapiens2.pretrain.trainer import EXPORT_NAME, export_checkpoint, pretrain
 
-    if args.export:
-        out = export_checkpoint(args.export, Path(cfg.train.work_dir) / EXPORT_NAME, cfg.train.export)
-        print(out)
-        return 0
-    pretrain(cfg, resume=not args.no_resume)
+    try:
+        if args.export:
+            print(export_checkpoint(args.export, Path(cfg.train.work_dir) / EXPORT_NAME, cfg.train.export))
+        else:
+            pretrain(cfg, resume=not args.no_resume)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

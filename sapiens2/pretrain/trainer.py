@@ -27,6 +27,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.utils.data import DataLoader
 
+from sapiens2.checkpoint import CheckpointError
 from sapiens2.hub import load
 from sapiens2.io.writers import atomic_open
 from sapiens2.models.build import build_backbone
@@ -289,7 +290,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, which: str = "tea
     prefix = f"{which}.backbone."
     backbone = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not backbone:
-        raise ValueError(f"{checkpoint} holds no {which} backbone")
+        raise CheckpointError(f"{checkpoint} holds no {which} backbone")
     return save_backbone(backbone, out)
 
 

@@ -52,3 +52,17 @@ def test_a_pretraining_config_for_every_official_size():
     for size in ("0.1b", "0.4b", "0.8b", "1b", "5b"):
         cfg = load_config(folder / f"sapiens2_{size}.toml")
         assert cfg.model.arch == size and cfg.train.num_iters == 500_000 and cfg.objective.dino_weight == 0.4
+
+
+def test_cli_missing_images_or_checkpoint_is_an_error_not_a_traceback(tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="sapiens2")
+    add_pretrain_parser(parser.add_subparsers(dest="command"))
+    config = Path(__file__).resolve().parents[2] / "configs" / "pretrain" / "tiny_cpu.toml"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    base = ["pretrain", str(config), "--work-dir", str(tmp_path / "run"), "--set", f'data.source=["{empty}"]']
+    for extra, named in (([], str(empty)), (["--export", str(tmp_path / "nope.pt")], "nope.pt"),
+                         (["--set", f'model.init="{tmp_path / "nope.safetensors"}"'], "nope.safetensors")):
+        assert run_pretrain(parser.parse_args(base + extra)) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and named in err
