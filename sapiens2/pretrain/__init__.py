@@ -11,10 +11,6 @@ Pieces, each usable alone:
 - `PretrainConfig` / `load_config` (config.py), `Pretrainer` / `pretrain` / `export_checkpoint`
   (trainer.py); the CLI in cli.py (`python -m sapiens2.pretrain CONFIG`).
 
-The result is saved as bare backbone keys in safetensors, the official pretrain layout.
+The result is saved as bare backbone keys in safetensors, the official pretrain layout. This package file imports
+nothing, so registering the `sapiens2 pretrain` sub-command (`cli.py`) loads no torch.
 """
-
-from sapiens2.pretrain.masking import MaskGenerator, TokenMasks
-from sapiens2.pretrain.ssl_meta_arch import ObjectiveConfig, SSLMetaArch
-
-__all__ = ["MaskGenerator", "ObjectiveConfig", "SSLMetaArch", "TokenMasks"]
