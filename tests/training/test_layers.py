@@ -1,8 +1,7 @@
-"""The training code's import graph, read from the source: no cycles, and the shared layer stays below both users.
-
-`sapiens2.training` (shared) imports neither `sapiens2.train` nor `sapiens2.pretrain`; pretraining does not import
-fine-tuning; none of the three imports the predictor layer (`sapiens2.tasks`), the runner or the CLI; and no module imports another inside a
-function except the CLIs (lazy loading).
+"""The training code's imports, read from the source, beyond the package-wide rules of tests/test_layers.py (no
+cycles, no upward import): `sapiens2.training` (shared) imports neither `sapiens2.train` nor `sapiens2.pretrain`;
+pretraining does not import fine-tuning; none of the three imports the predictor layer (`sapiens2.tasks`), the
+runner or the CLI; and no module imports another inside a function except the CLIs (lazy loading).
 """
 
 from __future__ import annotations
@@ -38,38 +37,6 @@ def _imports(path: Path) -> tuple[set[str], list[tuple[int, str]]]:
         else:
             top.update(names)
     return top, local
-
-
-def _graph() -> dict[str, set[str]]:
-    files = {_module(p): p for area in AREAS for p in (PACKAGE / area).rglob("*.py")}
-    graph = {}
-    for name, path in files.items():
-        top, _ = _imports(path)
-        deps = set()
-        for dep in top:
-            # importing a.b.c runs a.b's __init__ too
-            parts = dep.split(".")
-            deps.update(".".join(parts[:i]) for i in range(2, len(parts) + 1))
-        graph[name] = {d for d in deps if d in files and d != name and not name.startswith(d + ".")}
-    return graph
-
-
-def test_no_import_cycles():
-    graph = _graph()
-    state: dict[str, int] = {}
-
-    def visit(node: str, path: list[str]) -> None:
-        state[node] = 1
-        for dep in sorted(graph[node]):
-            if state.get(dep) == 1:
-                raise AssertionError(" -> ".join(path[path.index(dep):] + [dep]) if dep in path else dep)
-            if dep not in state:
-                visit(dep, path + [dep])
-        state[node] = 2
-
-    for node in sorted(graph):
-        if node not in state:
-            visit(node, [node])
 
 
 def test_layers_point_one_way():
