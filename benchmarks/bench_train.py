@@ -83,22 +83,23 @@ def _batch(task: str, b: int, h: int, w: int, keypoints: int, classes: int, devi
 
 def run_one(task: str, size: str, precision: str, batch: int, input_size: tuple[int, int], steps: int,
             warmup: int, ckpt: bool, device: str) -> dict:
-    from sapiens2.train import tasks
     from sapiens2.train.loop import MEAN, STD, optimization_step
-    from sapiens2.train.optim import Schedule, build_optimizer, build_scheduler, param_groups
+    from sapiens2.train.network import build_network, settle_config
+    from sapiens2.train.specs import build_criterion
+    from sapiens2.training.optim import Schedule, build_optimizer, build_scheduler, param_groups
 
     dev = torch.device(device)
     cfg = _config(task, size, input_size, batch, precision, ckpt)
     keypoints = 17 if size == "tiny" else 308
-    model, _ = tasks.build_network(cfg, keypoints)
-    cfg = tasks.settle_config(cfg, model)
+    model, _ = build_network(cfg, keypoints)
+    cfg = settle_config(cfg, model)
     model.to(dev)
     o = cfg.optim
     groups = param_groups(model.named_parameters(), o.lr, o.weight_decay, o.layer_decay, model.backbone.config.depth)
     optimizer = build_optimizer(groups, o.betas, o.eps)
     scheduler = build_scheduler(optimizer, Schedule(cfg.train.num_iters, o.warmup_iters))
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    criterion = tasks.build_criterion(cfg).to(dev)
+    criterion = build_criterion(cfg).to(dev)
     h, w = input_size
     data = _batch(task, batch, h, w, keypoints, cfg.data.num_classes, dev)
     mean = torch.tensor(MEAN, device=dev).view(1, 3, 1, 1)
@@ -112,7 +113,7 @@ def run_one(task: str, size: str, precision: str, batch: int, input_size: tuple[
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         t0 = time.perf_counter()
-        optimization_step(model, criterion, optimizer, scheduler, params, (data["image"].float() - mean) / std, data,
+        optimization_step(model, criterion, optimizer, scheduler, params, [((data["image"].float() - mean) / std, data)],
                           bf16, o.clip_grad, i)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)

@@ -5,16 +5,12 @@ Pieces, each usable alone:
 - `MaskGenerator` / `TokenMasks` (masking.py): mixed blockwise / patchwise masks, exact counts, keep
   indices for `Sapiens2Backbone(x, keep=...)`.
 - `MAEDecoder` (decoder.py), `DINOHead` (head.py), losses in `sapiens2.pretrain.loss`: `MAELoss`,
-  `DINOClsTokenLoss` (Sinkhorn-Knopp or EMA centring), `KoLeoLoss`.
+  `DINOClsTokenLoss` (EMA centring by default, Sinkhorn-Knopp as a choice), `KoLeoLoss`.
 - `SSLMetaArch` (ssl_meta_arch.py): student + EMA teacher + the combined loss, `ObjectiveConfig`.
 - `MultiCrop` (augment.py), `PretrainImages` / `ResumableSampler` (data.py).
 - `PretrainConfig` / `load_config` (config.py), `Pretrainer` / `pretrain` / `export_checkpoint`
   (trainer.py); the CLI in cli.py (`python -m sapiens2.pretrain CONFIG`).
 
-The result is saved as bare backbone keys in safetensors, the official pretrain layout.
+The result is saved as bare backbone keys in safetensors, the official pretrain layout. This package file imports
+nothing, so registering the `sapiens2 pretrain` sub-command (`cli.py`) loads no torch.
 """
-
-from sapiens2.pretrain.masking import MaskGenerator, TokenMasks
-from sapiens2.pretrain.ssl_meta_arch import ObjectiveConfig, SSLMetaArch
-
-__all__ = ["MaskGenerator", "ObjectiveConfig", "SSLMetaArch", "TokenMasks"]

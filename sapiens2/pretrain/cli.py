@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+from pathlib import Path
 
 
 def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -35,11 +37,11 @@ def add_pretrain_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    """Load and check the config, then train (or export); 0 on success, 2 on a config error."""
-    import logging
-
+    """Load and check the config, then train (or export); 0 on success, 2 on a config error, 1 when a file it
+    names (images, a checkpoint) is missing or unusable."""
+    from sapiens2.checkpoint import CheckpointError
     from sapiens2.pretrain.config import load_config
-    from sapiens2.train.config import ConfigError
+    from sapiens2.training.config import ConfigError
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides = list(args.overrides)
@@ -52,13 +54,17 @@ def run_pretrain(args: argparse.Namespace) -> int:
         return 2
     from sapiens2.pretrain.trainer import EXPORT_NAME, export_checkpoint, pretrain
 
-    if args.export:
-        from pathlib import Path
-
-        out = export_checkpoint(args.export, Path(cfg.train.work_dir) / EXPORT_NAME, cfg.train.export)
-        print(out)
-        return 0
-    pretrain(cfg, resume=not args.no_resume)
+    try:
+        if args.export:
+            print(export_checkpoint(args.export, Path(cfg.train.work_dir) / EXPORT_NAME, cfg.train.export))
+        else:
+            pretrain(cfg, resume=not args.no_resume)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

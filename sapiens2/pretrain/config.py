@@ -9,13 +9,14 @@ uses the generic dataclass reader of `sapiens2.train.config`, so errors name the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, make_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from sapiens2.models.backbone import ARCHS, BackboneConfig
 from sapiens2.pretrain.augment import MultiCropConfig
 from sapiens2.pretrain.ssl_meta_arch import ObjectiveConfig
-from sapiens2.train.config import ConfigError, from_dict, read_toml
+from sapiens2.training.config import ConfigError, check_folder, from_dict, read_toml
 
 
 @dataclass
@@ -53,6 +54,9 @@ class OptimConfig:
     eps: float = 1e-8
     warmup_iters: int = 1000
     clip_grad: float | None = 5.0  # global L2 norm; None or 0: off
+    # The DINO head's last layer gets no update for this many first steps, which keeps the prototypes from
+    # collapsing while the rest settles (DINOv2 / DINOv3: one epoch, 1250 iterations; the paper is silent).
+    freeze_last_layer_iters: int = 1250
 
 
 @dataclass
@@ -94,10 +98,8 @@ def config_from_dict(data: dict[str, Any]) -> PretrainConfig:
     return cfg
 
 
-def backbone_config(m: ModelConfig):  # noqa: ANN201 - BackboneConfig, imported lazily
+def backbone_config(m: ModelConfig) -> BackboneConfig:
     """The backbone the [model] section describes."""
-    from sapiens2.models.backbone import ARCHS, BackboneConfig
-
     if m.arch is not None:
         if m.arch not in ARCHS:
             raise ConfigError("model.arch", f"unknown arch {m.arch!r}; expected one of {', '.join(ARCHS)}")
@@ -111,8 +113,6 @@ def backbone_config(m: ModelConfig):  # noqa: ANN201 - BackboneConfig, imported 
 
 def _subset(cls: type, names: set[str]) -> type:
     """A dataclass with `cls`'s config-file fields, whose `build()` gives the real `cls`."""
-    from dataclasses import MISSING, make_dataclass
-
     spec = [(f.name, f.type) if f.default is MISSING else (f.name, f.type, field(default=f.default))
             for f in fields(cls) if f.name in names]
     namespace = {"build": lambda self: cls(**vars(self)), "__module__": cls.__module__}
@@ -160,5 +160,14 @@ def check_config(cfg: PretrainConfig) -> None:
         raise ConfigError("optim.min_lr", f"must be in [0, lr={opt.lr}], got {opt.min_lr}")
     if opt.warmup_iters < 0:
         raise ConfigError("optim.warmup_iters", f"must be >= 0, got {opt.warmup_iters}")
+    if opt.freeze_last_layer_iters < 0:
+        raise ConfigError("optim.freeze_last_layer_iters", f"must be >= 0, got {opt.freeze_last_layer_iters}")
+    if opt.weight_decay < 0:
+        raise ConfigError("optim.weight_decay", f"must be >= 0, got {opt.weight_decay}")
+    if not opt.eps > 0:
+        raise ConfigError("optim.eps", f"must be > 0, got {opt.eps}")
+    if not all(0 <= b < 1 for b in opt.betas):
+        raise ConfigError("optim.betas", f"each beta must be in [0, 1), got {list(opt.betas)}")
+    check_folder("train.work_dir", r.work_dir)
     if opt.clip_grad is not None and opt.clip_grad < 0:
         raise ConfigError("optim.clip_grad", f"must be >= 0 (0 turns clipping off), got {opt.clip_grad}")

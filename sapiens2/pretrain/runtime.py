@@ -1,22 +1,22 @@
-"""Process-level plumbing of a pretraining run: processes, device, wrapping, atomic files.
+"""Process-level plumbing of a pretraining run: processes, device, wrapping.
 
-`Runtime.start` joins torchrun's process group through `sapiens2.train.distributed`. `wrap_student`
-is pretraining's own: DDP on the student only, or FSDP2 on student *and* teacher with the same layout
-(so the EMA update is shard to shard). `atomic_write` never leaves half a file.
+`Runtime.start` joins torchrun's process group through `sapiens2.training.distributed` (shared with
+fine-tuning). `wrap_student` is pretraining's own: DDP on the student only, or FSDP2 on student *and* teacher
+with the same layout (so the EMA update is shard to shard).
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+from torch.nn.parallel import DistributedDataParallel
+
+from sapiens2.training.distributed import barrier, choose_parallel, cleanup, init_distributed
 
 
 @dataclass
@@ -33,20 +33,16 @@ class Runtime:
 
     @classmethod
     def start(cls, parallel: str = "auto") -> Runtime:
-        """Join the torchrun process group, if any, and pick the device (`sapiens2.train.distributed`).
+        """Join the torchrun process group, if any, and pick the device (`sapiens2.training.distributed`).
         'auto' means DDP under torchrun; DDP / FSDP asked for in a single process run plain."""
-        from sapiens2.train.distributed import choose_parallel, init_distributed
-
         info = init_distributed()
         return cls(info.rank, info.world_size, info.local_rank, info.device, choose_parallel(parallel, info))
 
     def barrier(self) -> None:
-        if dist.is_initialized():
-            dist.barrier()
+        barrier()
 
     def shutdown(self) -> None:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        cleanup()
 
     def all_mean(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
         """Scalars averaged over processes (one collective), as floats."""
@@ -65,12 +61,8 @@ def wrap_student(student: nn.Module, teacher: nn.Module, rt: Runtime, bf16: bool
     if rt.parallel == "none":
         return student
     if rt.parallel == "ddp":
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        return DDP(student, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
+        return DistributedDataParallel(student, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
     if rt.parallel == "fsdp":
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
         # The decoder's Linear returns a view of its matmul; nothing here modifies outputs in place.
         warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
 
@@ -83,27 +75,3 @@ def wrap_student(student: nn.Module, teacher: nn.Module, rt: Runtime, bf16: bool
             fully_shard(net, reshard_after_forward=True, **kwargs)
         return student
     raise ValueError(f"unknown parallel mode {rt.parallel!r}")
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Call `write(tmp)` on a temporary file beside `path`, fsync it, and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        write(tmp_path)
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes it private; give it the usual mode
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

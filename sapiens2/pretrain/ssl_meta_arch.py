@@ -44,7 +44,9 @@ class ObjectiveConfig:
     head_bottleneck_dim: int = 256
     head_layers: int = 3
     student_temp: float = 0.1
-    centering: str = "sinkhorn"  # or "ema"
+    # "ema": DINO's centring by a moving average of the teacher's logits, the paper's "center momentum 0.9";
+    # "sinkhorn": Sinkhorn-Knopp (DINOv3's choice, which the paper says it builds on; center_momentum unused).
+    centering: str = "ema"
     center_momentum: float = 0.9
     sinkhorn_iterations: int = 3
     mae_weight: float = 1.0
@@ -192,12 +194,6 @@ class SSLMetaArch(nn.Module):
         teacher = [_local(t) for t, _ in pairs]
         student = [_local(s).to(t.dtype) for t, s in zip(teacher, (s for _, s in pairs))]
         torch._foreach_lerp_(teacher, student, 1.0 - momentum)
-
-    def student_backbone_state(self) -> dict[str, torch.Tensor]:
-        return self.student.backbone.state_dict()
-
-    def teacher_backbone_state(self) -> dict[str, torch.Tensor]:
-        return self.teacher.backbone.state_dict()
 
 
 def _local(p: torch.Tensor) -> torch.Tensor:

@@ -19,8 +19,17 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_state_dict,
+    set_model_state_dict,
+    set_state_dict,
+)
 from torch.utils.data import DataLoader
 
+from sapiens2.checkpoint import CheckpointError
+from sapiens2.hub import load
+from sapiens2.io.writers import atomic_open
 from sapiens2.models.build import build_backbone
 from sapiens2.pretrain.augment import MultiCrop
 from sapiens2.pretrain.config import OptimConfig, PretrainConfig, backbone_config
@@ -32,27 +41,37 @@ from sapiens2.pretrain.data import (
     mix_seed,
 )
 from sapiens2.pretrain.masking import MaskGenerator
-from sapiens2.pretrain.runtime import Runtime, atomic_write, wrap_student
+from sapiens2.pretrain.runtime import Runtime, wrap_student
 from sapiens2.pretrain.schedules import (
     teacher_momentum,
     teacher_temperature,
     warmup_cosine,
 )
 from sapiens2.pretrain.ssl_meta_arch import SSLMetaArch
-from sapiens2.train.checkpoint import save_weights
-from sapiens2.train.optim import build_optimizer as adamw
-from sapiens2.train.optim import clip_gradients, param_groups
+from sapiens2.training.checkpoint import save_weights
+from sapiens2.training.optim import build_optimizer as adamw
+from sapiens2.training.optim import clip_gradients, param_groups, pretrain_no_decay
 
 log = logging.getLogger("sapiens2.pretrain")
 
 EXPORT_NAME = "pretrain_backbone.safetensors"
+LAST_LAYER = "head.last_layer."  # the DINO head's prototype layer, in the student's names
 _CKPT = re.compile(r"step_(\d+)\.pt$")
 
 
 def build_optimizer(student: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW with fine-tuning's groups (`sapiens2.train.optim`): weight decay on matrices only, none on
-    norms, biases, LayerScale and learned tokens; no layer-wise decay. Fused kernels on CUDA."""
-    return adamw(param_groups(student.named_parameters(), cfg.lr, cfg.weight_decay), cfg.betas, cfg.eps)
+    """AdamW over `sapiens2.training.optim` groups with the pretraining rule: weight decay on matrices only,
+    none on norms, biases, LayerScale and learned tokens; no layer-wise decay. Fused kernels on CUDA.
+
+    The DINO head's last layer has groups of its own (marked `last_layer`), whose rate the loop holds at 0 for
+    the first `freeze_last_layer_iters` steps."""
+    named = list(student.named_parameters())
+    rest = [(n, p) for n, p in named if not n.startswith(LAST_LAYER)]
+    last = [(n, p) for n, p in named if n.startswith(LAST_LAYER)]
+    groups = param_groups(rest, cfg.lr, cfg.weight_decay, no_decay=pretrain_no_decay)
+    for g in param_groups(last, cfg.lr, cfg.weight_decay, no_decay=pretrain_no_decay):
+        groups.append({**g, "last_layer": True, "name": f"last_layer_{g['name']}"})
+    return adamw(groups, cfg.betas, cfg.eps)
 
 
 def build_meta_arch(cfg: PretrainConfig, device: torch.device | str = "cpu") -> SSLMetaArch:
@@ -109,8 +128,11 @@ class Pretrainer:
         """One optimisation step on a batch (G x B x 3 x H x W global, L x B x 3 x h x w local views)."""
         cfg, step, dev = self.cfg, self.step, self.rt.device
         lr = self.schedules.lr(step)
+        frozen = step < cfg.optim.freeze_last_layer_iters
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            # a frozen last layer: rate 0, so AdamW leaves it as it is (its moments still follow the gradients,
+            # as in DINOv2 / DINOv3)
+            group["lr"] = 0.0 if frozen and group.get("last_layer") else lr
         g = torch.Generator().manual_seed(mix_seed(cfg.train.seed, step, self.rt.rank, 1))
         masks = self.mask_generator(global_views.shape[0] * global_views.shape[1], g).to(dev)
         global_views = global_views.to(dev, non_blocking=True)
@@ -193,11 +215,6 @@ class Pretrainer:
 
     def full_state(self) -> dict:
         """Model and optimizer as full (unsharded) CPU state dicts, and the step."""
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_state_dict,
-        )
-
         opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
         model_sd, optim_sd = get_state_dict(self.meta, self.optimizer, options=opts)
         return {"step": self.step, "model": model_sd, "optimizer": optim_sd}
@@ -209,7 +226,8 @@ class Pretrainer:
         # copies the state (one CPU copy of model + AdamW, not one per process).
         state = self.full_state() if self.rt.parallel == "fsdp" or self.rt.is_main else None
         if self.rt.is_main:
-            atomic_write(path, lambda tmp: torch.save(state, tmp))
+            with atomic_open(path) as f:
+                torch.save(state, f)
             keep = self.cfg.train.keep_checkpoints
             if keep > 0:
                 for old in sorted(self.checkpoints())[:-keep]:
@@ -222,11 +240,6 @@ class Pretrainer:
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Load the newest checkpoint in `work_dir` (or `path`); False when there is none."""
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_state_dict,
-        )
-
         if path is None:
             found = self.checkpoints()
             if not found:
@@ -242,17 +255,10 @@ class Pretrainer:
 
     def initialize_from(self, source: str | Path) -> None:
         """Weights from a training checkpoint (`.pt`: the whole model) or a pretrain backbone file."""
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_model_state_dict,
-        )
-
         opts = StateDictOptions(full_state_dict=True)
         if str(source).endswith(".pt"):
             state = torch.load(source, map_location="cpu", weights_only=True, mmap=True)["model"]
         else:
-            from sapiens2.hub import load
-
             backbone = load(source).state_dict()
             state = self.full_state()["model"]
             for net in ("student", "teacher"):
@@ -284,7 +290,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, which: str = "tea
     prefix = f"{which}.backbone."
     backbone = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     if not backbone:
-        raise ValueError(f"{checkpoint} holds no {which} backbone")
+        raise CheckpointError(f"{checkpoint} holds no {which} backbone")
     return save_backbone(backbone, out)
 
 

@@ -30,16 +30,24 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
 
 def run_train(args: argparse.Namespace) -> int:
     """Run the `train` command; returns the process exit code."""
-    from sapiens2.train.config import ConfigError, load_config
+    # Imported here, not at the top: `sapiens2 --help` registers this parser without loading torch.
+    from sapiens2.train.config import load_config
+    from sapiens2.training.config import ConfigError
 
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         print(f"sapiens2 train: config error: {e}", file=sys.stderr)
         return 2
-    from sapiens2.train.distributed import cleanup
     from sapiens2.train.loop import Trainer
+    from sapiens2.training.distributed import cleanup, parse_device
 
+    if args.device is not None:
+        try:
+            parse_device(args.device)
+        except ValueError as e:
+            print(f"sapiens2 train: --device: {e}", file=sys.stderr)
+            return 2
     try:
         trainer = Trainer(cfg, resume=args.resume, device=args.device, progress=not args.no_progress)
         trainer.fit()

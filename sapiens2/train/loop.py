@@ -1,8 +1,9 @@
 """The fine-tuning loop: iteration based, as the reference (spec §6.2).
 
 Each step: next batch (the stream never ends, so epochs roll over by themselves) -> normalize on the device
--> forward under bf16 autocast (CUDA; fp32 on CPU unless told) -> the task's losses in fp32 -> backward ->
-clip the global grad norm -> AdamW step -> schedule step. Every `log_every` steps a console line and a CSV
+-> forward under bf16 autocast (CUDA; fp32 on CPU unless told) -> the task's losses in fp32 -> backward (for
+each of `train.accumulate_steps` micro-batches, gradients summed) -> clip the global grad norm -> AdamW step ->
+schedule step. Every `log_every` steps a console line and a CSV
 row; every `save_every` an atomic checkpoint; every `val_every` validation with `sapiens2.metrics`.
 `Trainer(cfg, resume="auto")` continues a run exactly where its last checkpoint left it.
 """
@@ -14,26 +15,31 @@ import logging
 import math
 import random
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from sapiens2.train import tasks
-from sapiens2.train.checkpoint import export_weights, load_checkpoint, resolve_checkpoint, save_checkpoint
-from sapiens2.train.config import TrainConfig, dump_toml, to_dict
-from sapiens2.train.datasets import ConcatSources, StreamSampler, TransformedDataset, build_source, worker_init
-from sapiens2.train.distributed import (
+from sapiens2.keypoints.topdown import average_flip_heatmaps
+from sapiens2.train.datasets import ConcatSources, StreamSampler, TransformedDataset, worker_init
+from sapiens2.train.logger import RunLogger
+from sapiens2.train.network import build_network, settle_config
+from sapiens2.train.schema import TrainConfig
+from sapiens2.train.specs import TASK_SPECS, build_criterion, build_evaluator, build_transform
+from sapiens2.training.checkpoint import export_weights, load_checkpoint, resolve_checkpoint, save_checkpoint
+from sapiens2.training.config import ConfigError, dump_toml, to_dict
+from sapiens2.training.distributed import (
     all_reduce_mean,
     barrier,
     choose_parallel,
     init_distributed,
+    no_gradient_sync,
     unwrap,
     wrap_model,
 )
-from sapiens2.train.logger import RunLogger
-from sapiens2.train.optim import Schedule, build_optimizer, build_scheduler, clip_gradients, param_groups
+from sapiens2.training.optim import Schedule, build_optimizer, build_scheduler, clip_gradients, param_groups
 
 log = logging.getLogger("sapiens2.train")
 
@@ -55,27 +61,34 @@ def autocast_context(device: torch.device, bf16: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def optimization_step(model, criterion, optimizer, scheduler, params, x: torch.Tensor, batch: dict, bf16: bool,
-                      clip: float | None, step: int = 0) -> dict[str, float]:
-    """One step: forward (autocast), the task losses in fp32, backward, clip, AdamW and schedule steps.
-    Returns the loss terms, their sum `loss` and the pre-clip `grad_norm`."""
-    with autocast_context(x.device, bf16):
-        out = model(x)
-    out = tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
-    terms = criterion(out, batch)
-    total = sum(v for k, v in terms.items() if k.startswith("loss"))
-    if not torch.isfinite(total):
-        raise FloatingPointError(f"step {step}: the loss is {total.item()} "
-                                 f"({ {k: float(v.detach()) for k, v in terms.items()} })")
+def optimization_step(model, criterion, optimizer, scheduler, params, micro_batches: Sequence[tuple[torch.Tensor, dict]],
+                      bf16: bool, clip: float | None, step: int = 0) -> dict[str, float]:
+    """One step over (normalized input, batch) micro-batches: for each, forward (autocast), the task losses in
+    fp32 and backward of their sum / the micro-batch count (so the gradients add up to the mean's); then clip,
+    AdamW and schedule steps. Only the last backward synchronizes gradients across processes. Returns the loss
+    terms and their sum `loss`, averaged over the micro-batches, and the pre-clip `grad_norm`."""
     optimizer.zero_grad(set_to_none=True)
-    total.backward()
+    n = len(micro_batches)
+    sums: dict[str, float] = {}
+    for i, (x, batch) in enumerate(micro_batches):
+        with contextlib.nullcontext() if i == n - 1 else no_gradient_sync(model):
+            with autocast_context(x.device, bf16):
+                out = model(x)
+            out = tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
+            terms = criterion(out, batch)
+            total = sum(v for k, v in terms.items() if k.startswith("loss"))
+            if not torch.isfinite(total):
+                raise FloatingPointError(f"step {step}: the loss is {total.item()} "
+                                         f"({ {k: float(v.detach()) for k, v in terms.items()} })")
+            (total / n if n > 1 else total).backward()
+        for k, v in {**terms, "loss": total}.items():
+            sums[k] = sums.get(k, 0.0) + float(v.detach())
     grad_norm = clip_gradients(params, clip)
     if hasattr(grad_norm, "full_tensor"):  # FSDP: a DTensor
         grad_norm = grad_norm.full_tensor()
     optimizer.step()
     scheduler.step()
-    values = {k: float(v.detach()) for k, v in terms.items()}
-    values["loss"] = float(total.detach())
+    values = {k: v / n for k, v in sums.items()}
     values["grad_norm"] = float(grad_norm)
     return values
 
@@ -95,21 +108,17 @@ class Trainer:
         self.bf16 = run.precision == "bf16" or (run.precision == "auto" and self.device.type == "cuda")
         self.work_dir = Path(run.work_dir)
 
-        train_sources = [build_source(cfg.task, d, f"data.train[{i}]") for i, d in enumerate(cfg.data.train)]
+        self.spec = spec = TASK_SPECS[cfg.task]
+        train_sources = [spec.source(d, f"data.train[{i}]") for i, d in enumerate(cfg.data.train)]
         self.train_source = ConcatSources(train_sources, [d.repeat for d in cfg.data.train])
         if len(self.train_source) == 0:
-            raise ValueError("the training data holds no samples")
-        outputs = None
-        if cfg.task == "pose":
-            counts = {s.num_keypoints for s in train_sources}
-            if len(counts) != 1:
-                raise ValueError(f"the pose training sets disagree on the keypoint count: {sorted(counts)}")
-            outputs = counts.pop()
-        self.val_sources = [build_source(cfg.task, d, f"data.val[{i}]") for i, d in enumerate(cfg.data.val)]
+            raise ConfigError("data.train", "the training datasets hold no samples")
+        outputs = spec.data_outputs(train_sources) if spec.data_outputs is not None else None
+        self.val_sources = [spec.source(d, f"data.val[{i}]") for i, d in enumerate(cfg.data.val)]
 
         seed_everything(run.seed)  # the same initial weights on every process (FSDP shards them as they are)
-        model, self.init_note = tasks.build_network(cfg, outputs)
-        self.cfg = cfg = tasks.settle_config(cfg, model)
+        model, self.init_note = build_network(cfg, outputs)
+        self.cfg = cfg = settle_config(cfg, model)
         seed_everything(run.seed + info.rank)
         model.to(self.device)
         self.parallel = choose_parallel(run.parallel, info)
@@ -124,7 +133,7 @@ class Trainer:
                                  o.min_lr / o.lr)
         self.scheduler = build_scheduler(self.optimizer, self.schedule)
         self.params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.criterion = tasks.build_criterion(cfg).to(self.device)
+        self.criterion = build_criterion(cfg).to(self.device)
         self.mean = torch.tensor(MEAN, device=self.device).view(1, 3, 1, 1)
         self.std = torch.tensor(STD, device=self.device).view(1, 3, 1, 1)
 
@@ -148,9 +157,9 @@ class Trainer:
 
     def train_loader(self) -> DataLoader:
         cfg, run = self.cfg, self.cfg.train
-        transform = tasks.build_transform(cfg, self.train_source.parts[0], train=True)
+        transform = build_transform(cfg, self.train_source.parts[0], train=True)
         ds = TransformedDataset(self.train_source, transform, seed=run.seed)
-        sampler = StreamSampler(len(ds), run.seed, self.info.rank, self.info.world_size, start=self.step * run.batch_size)
+        sampler = StreamSampler(len(ds), run.seed, self.info.rank, self.info.world_size, start=self.samples_seen())
         workers = cfg.data.num_workers
         return DataLoader(ds, batch_size=run.batch_size, sampler=sampler, num_workers=workers,
                           pin_memory=self.device.type == "cuda", persistent_workers=workers > 0,
@@ -159,7 +168,7 @@ class Trainer:
     def val_loaders(self) -> list[tuple[object, DataLoader]]:
         out = []
         for source in self.val_sources:
-            transform = tasks.build_transform(self.cfg, source, train=False)
+            transform = build_transform(self.cfg, source, train=False)
             ds = TransformedDataset(source, transform, seed=self.cfg.train.seed, refetch=False)
             if self.cfg.data.max_val_samples is not None:
                 ds = Subset(ds, range(min(len(ds), self.cfg.data.max_val_samples)))
@@ -170,14 +179,22 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ steps
 
+    def samples_seen(self) -> int:
+        """Samples this process has trained on: where its data stream resumes."""
+        run = self.cfg.train
+        return self.step * run.batch_size * run.accumulate_steps
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() - self.mean) / self.std
 
-    def train_step(self, batch: dict) -> dict[str, float]:
-        batch = to_device(batch, self.device)
-        return optimization_step(self.model, self.criterion, self.optimizer, self.scheduler, self.params,
-                                 self.normalize(batch["image"]), batch, self.bf16, self.cfg.optim.clip_grad,
-                                 self.step + 1)
+    def train_step(self, batches: Sequence[dict]) -> dict[str, float]:
+        """One optimizer step over `train.accumulate_steps` micro-batches."""
+        micro = []
+        for batch in batches:
+            batch = to_device(batch, self.device)
+            micro.append((self.normalize(batch["image"]), batch))
+        return optimization_step(self.model, self.criterion, self.optimizer, self.scheduler, self.params, micro,
+                                 self.bf16, self.cfg.optim.clip_grad, self.step + 1)
 
     def lrs(self) -> dict[str, float]:
         rates = [g["lr"] for g in self.optimizer.param_groups]
@@ -203,9 +220,9 @@ class Trainer:
         try:
             while self.step < run.num_iters:
                 t0 = time.perf_counter()
-                batch = next(it)
+                batches = [next(it) for _ in range(run.accumulate_steps)]
                 data_time += time.perf_counter() - t0
-                values = self.train_step(batch)
+                values = self.train_step(batches)
                 self.step += 1
                 values.update(self.lrs())
                 self.history.append({"step": self.step, **values})
@@ -255,7 +272,7 @@ class Trainer:
 
     def save(self) -> Path:
         run = self.cfg.train
-        extra = {"samples_seen_per_rank": self.step * run.batch_size, "task": self.cfg.task,
+        extra = {"samples_seen_per_rank": self.samples_seen(), "task": self.cfg.task,
                  "config": dump_toml(to_dict(self.cfg))}
         path = save_checkpoint(self.work_dir / "checkpoints", self.step, self.model, self.optimizer, self.scheduler,
                                self.info, extra, keep=run.keep_checkpoints, metadata=self.weights_metadata())
@@ -269,20 +286,17 @@ class Trainer:
         self.model.eval()
         results: dict[str, float] = {}
         flip = None
-        if self.cfg.task == "pose" and self.cfg.train.flip_test:
-            layout = self.val_sources[0].layout() if self.val_sources else None
-            flip = layout.flip_indices if layout is not None else None
+        if self.spec.flip_indices is not None and self.cfg.train.flip_test and self.val_sources:
+            flip = self.spec.flip_indices(self.val_sources[0])
         try:
             for i, (source, loader) in enumerate(self.val_loaders()):
-                evaluator = tasks.build_evaluator(self.cfg, source)
+                evaluator = build_evaluator(self.cfg, source)
                 for batch in loader:
                     batch_dev = to_device(batch, self.device)
                     x = self.normalize(batch_dev["image"])
                     with autocast_context(self.device, self.bf16):
                         out = self.model(x)
                         if flip is not None:
-                            from sapiens2.keypoints.topdown import average_flip_heatmaps
-
                             out = average_flip_heatmaps(out.float(), self.model(x.flip(-1)).float(), flip)
                     out = tuple(o.float() for o in out) if isinstance(out, tuple) else out.float()
                     if self.info.is_main:

@@ -12,22 +12,29 @@ Parameters and their reference values live in one dataclass per task (`PoseAugme
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from sapiens2.keypoints.udp import udp_encode
+from sapiens2.body_parts import seg28, seg29
+from sapiens2.io import read_image
 from sapiens2.keypoints.topdown import (
     bbox_xyxy_to_center_scale,
     box_to_center_scale,
+    crop_interpolation,
     crop_person,
     fix_aspect_ratio,
     udp_warp_matrix,
 )
+from sapiens2.keypoints.udp import udp_encode
+from sapiens2.training.config import ConfigError
 
 IGNORE = 255
+REFERENCE_BACKGROUND_P = 0.8  # seg: the reference swaps the background of studio images with this probability
+log = logging.getLogger(__name__)
 _INTERPOLATIONS = (cv2.INTER_NEAREST, cv2.INTER_LINEAR, cv2.INTER_CUBIC, cv2.INTER_AREA, cv2.INTER_LANCZOS4)
 
 
@@ -60,8 +67,13 @@ class PoseAugment:
 
 @dataclass
 class SegAugment:
+    """The reference's seg augmentations. The background swap composites the labelled person onto a random JPEG
+    of `background_dir` (the reference uses BG-20k) with probability `background_p`, which defaults to the
+    reference's 0.8 when a folder is given. Without a folder the swap is off, and training says so in a warning;
+    asking for it (`background_p` > 0) without a folder, or naming a folder with no JPEGs, is a config error."""
+
     background_dir: str | None = None  # BG-20k-like JPEGs to composite the person onto
-    background_p: float = 0.8
+    background_p: float | None = None  # None: REFERENCE_BACKGROUND_P when background_dir is set
     resize_ratio: tuple[float, float] = (0.4, 2.0)
     crop_p: float = 0.3
     crop_max_class_ratio: float = 0.75
@@ -73,6 +85,30 @@ class SegAugment:
     flip_pairs: list[tuple[int, int]] | None = None  # None: the L/R swaps of the 29 or 28 body parts, else none
     photometric_p: float = 1.0
     min_foreground: float = 0.01  # drop samples with fewer labelled non-background pixels
+
+    def __post_init__(self) -> None:
+        if self.background_p is not None and not 0 <= self.background_p <= 1:
+            raise ConfigError("augment.background_p", f"must be in [0, 1], got {self.background_p}")
+        if self.background_dir is None:
+            if self.background_p:
+                raise ConfigError("augment.background_p", f"{self.background_p} asks for the background swap, "
+                                  "but augment.background_dir names no folder of background JPEGs")
+            return
+        if not Path(self.background_dir).is_dir():
+            raise ConfigError("augment.background_dir", f"{self.background_dir} is not a folder")
+        if not background_images(self.background_dir):
+            raise ConfigError("augment.background_dir", f"{self.background_dir} holds no .jpg / .jpeg images")
+
+    @property
+    def swap_p(self) -> float:
+        """The probability of a background swap (0 without a folder)."""
+        if self.background_dir is None:
+            return 0.0
+        return REFERENCE_BACKGROUND_P if self.background_p is None else self.background_p
+
+
+def background_images(folder: str | Path) -> list[Path]:
+    return sorted(Path(folder).glob("*.jp*g"))
 
 
 @dataclass
@@ -274,7 +310,8 @@ class PoseTransform:
                 rot = float(p.rotate_factor * tn[3])
         scale = fix_aspect_ratio(np.asarray(scale, np.float32), self.w / self.h)
         m = udp_warp_matrix(np.asarray(center, np.float32), scale, (self.h, self.w), rot)
-        crop = cv2.warpAffine(np.ascontiguousarray(img), m, (self.w, self.h), flags=cv2.INTER_LINEAR,
+        # as the reference's affine step: INTER_AREA when the warp shrinks, INTER_CUBIC when it enlarges
+        crop = cv2.warpAffine(np.ascontiguousarray(img), m, (self.w, self.h), flags=crop_interpolation(m),
                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         kp = kp @ m[:, :2].T + m[:, 2]
         inside = (kp[:, 0] >= 0) & (kp[:, 0] < self.w) & (kp[:, 1] >= 0) & (kp[:, 1] < self.h)
@@ -318,8 +355,6 @@ class PoseTransform:
 def default_flip_pairs(num_classes: int) -> tuple[tuple[int, int], ...]:
     """The left/right label swaps of Sapiens2's 29 or v1's 28 body parts. Other class sets have no known
     sides: nothing is swapped (set `augment.flip_pairs` for them)."""
-    from sapiens2.body_parts import seg28, seg29
-
     for classes in (seg29(), seg28()):
         if len(classes) == num_classes:
             return classes.flip_pairs
@@ -341,13 +376,16 @@ class SegTransform:
         self.flip_lut = np.arange(256, dtype=np.uint8)
         for a, b in pairs:
             self.flip_lut[a], self.flip_lut[b] = b, a
-        self.backgrounds = sorted(Path(self.p.background_dir).glob("*.jp*g")) if self.p.background_dir else []
+        self.backgrounds = background_images(self.p.background_dir) if self.p.background_dir else []
+        if self.augment and not self.backgrounds:
+            log.warning("seg training without augment.background_dir: the background swap is off (the reference "
+                        "composites studio images onto BG-20k backgrounds with p %s)", REFERENCE_BACKGROUND_P)
 
     def __call__(self, s: dict, rng: np.random.Generator) -> dict | None:
         img, label = s["image"], s["label"]
         p = self.p
         if self.augment:
-            if self.backgrounds and not s.get("in_the_wild", False) and rng.random() < p.background_p:
+            if self.backgrounds and not s.get("in_the_wild", False) and rng.random() < p.swap_p:
                 img = self._background(img, label, rng)
             img, label = self._random_resize(img, label, rng)
             if rng.random() < p.crop_p:
@@ -402,8 +440,6 @@ class SegTransform:
         return img, label
 
     def _background(self, img, label, rng):
-        from sapiens2.io import read_image
-
         bg = read_image(self.backgrounds[int(rng.integers(len(self.backgrounds)))])
         h, w = img.shape[:2]
         bh, bw = bg.shape[:2]

@@ -25,10 +25,12 @@ from sapiens2.models.sapiens1 import (
     task_backbone,
     v1_patch_padding,
 )
-from sapiens2.train.config import ConfigError, TrainConfig, from_dict
+from sapiens2.task_table import TASKS
+from sapiens2.train.schema import TrainConfig
+from sapiens2.train.specs import TASK_SPECS
+from sapiens2.training.config import ConfigError, from_dict
 
-V1_TRAIN_TASKS = ("pose", "seg", "normal", "depth")
-V1_SEG_CLASSES = 28
+V1_TRAIN_TASKS = tuple(name for name, task in TASKS.items() if 1 in task.generations)
 # Set by the task and the input size, not by the user: a checkpoint must load back with the same values.
 DERIVED_BACKBONE_FIELDS = ("patch_padding", "with_cls_token", "pos_grid")
 DERIVED_HEAD_FIELDS = ("in_channels", "out_channels")
@@ -66,26 +68,29 @@ def grid_for(cfg: TrainConfig, patch_size: int) -> tuple[int, int]:
     return gh, gw
 
 
-def outputs_of(cfg: TrainConfig, keypoints: int | None, loaded_outputs: int | None) -> int:
-    """The head's output channels: keypoints, classes (the data's, else the loaded head's, else 28), 3 normal
-    components or 1 depth value."""
-    if cfg.task == "pose":
-        return keypoints or loaded_outputs or 308
-    if cfg.task == "seg":
-        return cfg.data.num_classes or loaded_outputs or V1_SEG_CLASSES
-    return {"normal": 3, "depth": 1}[cfg.task]
+def outputs_of(cfg: TrainConfig, keypoints: int | None, loaded_outputs: int | None) -> int | None:
+    """The head's output channels when they are the data's to say (the keypoints, seg's `data.num_classes`),
+    else the loaded head's; None keeps the official head's (308 keypoints, 28 classes, 3 normal components,
+    1 depth value)."""
+    spec = TASK_SPECS[cfg.task]
+    data = None
+    if spec.count_field is not None:
+        data = cfg.data.num_classes if spec.counts_classes else keypoints
+    return data or loaded_outputs
 
 
-def head_config_v1(cfg: TrainConfig, embed_dim: int, arch: str | None, outputs: int) -> V1HeadConfig:
+def head_config_v1(cfg: TrainConfig, embed_dim: int, arch: str | None, outputs: int | None) -> V1HeadConfig:
     """The official v1 head widths for the task (the same for every size), `model.head` overrides, and the
-    output count."""
+    output count (None: the official head's)."""
     base = official_v1_head_config(arch or "0.3b", cfg.task)
     values = {f.name: getattr(base, f.name) for f in fields(base)}
     for kind in ("deconv", "conv"):  # new widths without kernels: the default kernel for each layer
         if f"{kind}_channels" in cfg.model.head and f"{kind}_kernels" not in cfg.model.head:
             values[f"{kind}_kernels"] = None
     values.update(cfg.model.head)
-    values.update(in_channels=embed_dim, out_channels=outputs)
+    values["in_channels"] = embed_dim
+    if outputs is not None:
+        values["out_channels"] = outputs
     head = from_dict(V1HeadConfig, values, "model.head")
     for name, widths, kernels in (("deconv", head.deconv_channels, head.deconv_kernels),
                                   ("conv", head.conv_channels, head.conv_kernels)):
@@ -98,17 +103,17 @@ def head_config_v1(cfg: TrainConfig, embed_dim: int, arch: str | None, outputs: 
 def _task_head(model: nn.Module) -> V1Head | None:
     if not isinstance(model, Sapiens1TaskModel):
         return None
-    return model.head if model.task == "pose" else model.decode_head
+    return model.head if hasattr(model, "head") else model.decode_head  # v1 pose keeps its head as `head`
 
 
-def build_v1_network(cfg: TrainConfig, keypoints: int | None, loaded: nn.Module | None) -> tuple[nn.Module, str]:
-    """The v1 network to fine-tune, and a line saying where its weights came from.
+def build_v1_parts(cfg: TrainConfig, keypoints: int | None,
+                   loaded: nn.Module | None) -> tuple[Sapiens1Backbone, V1Head, V1Head | None, str]:
+    """(backbone, new head, the loaded head of the same task or None, where-from line) of the v1 network to
+    fine-tune; `sapiens2.train.network` keeps the loaded head when its shapes match and assembles the model.
 
     `loaded` is what `sapiens2.load(model.init)` returned (a v1 backbone or task model), or None for random
-    weights. A loaded head is kept when it is of the same task with the same shapes.
+    weights.
     """
-    from sapiens2.train.tasks import keep_loaded_head, ready_to_train
-
     check_v1_model(cfg)
     m = cfg.model
     loaded_head = None
@@ -134,6 +139,4 @@ def build_v1_network(cfg: TrainConfig, keypoints: int | None, loaded: nn.Module 
     loaded_outputs = getattr(loaded_head, loaded_head.classifier_name).out_channels if loaded_head else None
     head_cfg = head_config_v1(cfg, bc.embed_dim, arch, outputs_of(cfg, keypoints, loaded_outputs))
     head = V1Head(head_cfg, "final_layer" if cfg.task == "pose" else "conv_seg")
-    head, source = keep_loaded_head(head, loaded_head, source, m.init)
-    return ready_to_train(Sapiens1TaskModel(backbone, head, cfg.task), cfg), source
-
+    return backbone, head, loaded_head, source

@@ -24,7 +24,7 @@ from sapiens2.pretrain.trainer import (
     build_optimizer,
     export_checkpoint,
 )
-from sapiens2.train.config import ConfigError
+from sapiens2.training.config import ConfigError
 from tests.pretrain.conftest import TINY_BACKBONE, TINY_OBJECTIVE, tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -121,7 +121,8 @@ def test_global_views_have_no_colour_augmentation():
 def test_no_weight_decay_on_norms_biases_and_tokens():
     meta = SSLMetaArch(build_model(BackboneConfig(**TINY_BACKBONE), "pretrain"), ObjectiveConfig(**TINY_OBJECTIVE))
     groups = build_optimizer(meta.student, OptimConfig(weight_decay=0.05)).param_groups
-    decay, no_decay = sorted(groups, key=lambda g: g["weight_decay"], reverse=True)
+    decay, no_decay = sorted((g for g in groups if not g.get("last_layer")), key=lambda g: g["weight_decay"],
+                             reverse=True)
     names = {id(p): n for n, p in meta.student.named_parameters()}
     nd = {names[id(p)] for p in no_decay["params"]}
     d = {names[id(p)] for p in decay["params"]}
@@ -215,3 +216,32 @@ def test_cli_subcommand_parses_and_reports_config_errors(tmp_path, capsys):
     assert args.func is run_pretrain
     assert run_pretrain(args) == 2
     assert "model.arch" in capsys.readouterr().err
+
+
+def test_centering_defaults_to_ema_with_momentum_0_9(tmp_path, images):
+    """The paper states a centre momentum of 0.9, which only EMA centring uses; Sinkhorn-Knopp is a choice."""
+    assert ObjectiveConfig().centering == "ema" and ObjectiveConfig().center_momentum == 0.9
+    for path in sorted((REPO / "configs" / "pretrain").glob("*.toml")):
+        assert load_config(path).objective.centering == "ema", path.name
+    meta = _trainer(tiny_config(tmp_path, images)).meta
+    assert meta.dino_loss.centering == "ema"
+    assert _trainer(tiny_config(tmp_path, images, objective={"centering": "sinkhorn"})).meta.dino_loss.centering == \
+        "sinkhorn"
+
+
+def test_dino_last_layer_is_frozen_for_the_first_iterations(tmp_path, images):
+    assert OptimConfig().freeze_last_layer_iters == 1250  # DINOv2's one epoch
+    trainer = _trainer(tiny_config(tmp_path, images, optim={"freeze_last_layer_iters": 2}))
+    last = trainer.meta.student.head.last_layer.weight
+    first_mlp = trainer.meta.student.head.mlp[0].weight
+    history = [(last.detach().clone(), first_mlp.detach().clone())]
+    for g, l in trainer.batches(sorted(images.glob("*.png"))):
+        trainer.train_step(g, l)
+        history.append((last.detach().clone(), first_mlp.detach().clone()))
+        if trainer.step == 4:
+            break
+    assert torch.equal(history[0][0], history[2][0])  # steps 0 and 1: frozen
+    assert not torch.equal(history[2][0], history[3][0])  # step 2 trains it
+    assert not torch.equal(history[0][1], history[1][1])  # the rest of the head trains from the start
+    with pytest.raises(ConfigError, match="optim.freeze_last_layer_iters"):
+        tiny_config(tmp_path, images, optim={"freeze_last_layer_iters": -1})

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from sapiens2.keypoints import keypoints308
+from sapiens2.task_table import TASKS as TASK_TABLE
+from sapiens2.train.v1 import V1_TRAIN_TASKS
 
 H, W = 64, 48  # network input for the tests (a 4 x 3 patch grid)
 IMG_H, IMG_W = 80, 60
-TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
+TASKS = tuple(name for name, task in TASK_TABLE.items() if 2 in task.generations)  # Sapiens2 can train them
 
 TINY_BACKBONE = {"embed_dim": 32, "depth": 2, "num_heads": 2, "ffn_hidden": 64, "n_storage_tokens": 2}
 TINY_HEADS = {
@@ -139,7 +141,7 @@ def _tiny_models_on_one_thread(one_thread):
     """Every test here runs tiny models: see `one_thread` in tests/conftest.py."""
 
 
-V1_TASKS = ("pose", "seg", "normal", "depth")
+V1_TASKS = V1_TRAIN_TASKS
 V1_TINY_BACKBONE = {"embed_dim": 32, "depth": 2, "num_heads": 2}
 V1_TINY_HEAD = {"deconv_channels": [16, 16], "conv_channels": [16]}
 

@@ -8,10 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from sapiens2.keypoints import keypoints308
+from sapiens2.task_table import TASKS
 from sapiens2.train.cli import add_train_parser, run_train
-from sapiens2.train.config import ConfigError, config_from_dict, dump_toml, load_config, to_dict
+from sapiens2.train.config import config_from_dict, load_config
+from sapiens2.train.loop import Trainer
+from sapiens2.train.specs import TASK_SPECS
+from sapiens2.train.v1 import V1_TRAIN_TASKS
+from sapiens2.training.config import ConfigError, dump_toml, to_dict
 
-from .conftest import tiny_config
+from .conftest import make_data, tiny_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 TASK_DIRS = ("pose", "seg", "normal", "pointmap", "albedo", "matting", "tiny", "v1")
@@ -97,3 +103,70 @@ def test_cli_reports_config_error(tmp_path, capsys):
 def test_shipped_configs_validate(path):
     cfg = load_config(path)
     assert cfg.train.num_iters > cfg.optim.warmup_iters
+
+
+@pytest.mark.parametrize("override, field, reason", [
+    ("optim.lr=inf", "optim.lr", "must be a finite number"),
+    ("optim.weight_decay=nan", "optim.weight_decay", "must be a finite number"),
+    ("optim.clip_grad=nan", "optim.clip_grad", "must be a finite number"),
+    ("optim.eps=-1", "optim.eps", "must be > 0"),
+    ("optim.power=-3", "optim.power", "must be > 0"),
+])
+def test_unusable_numbers_are_refused_when_read(tmp_path, override, field, reason):
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(_base(tmp_path)))
+    with pytest.raises(ConfigError) as e:
+        load_config(path, [override])
+    assert e.value.field == field and reason in e.value.reason
+
+
+def test_work_dir_that_is_a_file_is_refused(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    for work_dir in (taken, taken / "run"):
+        data = _base(tmp_path)
+        data["train"]["work_dir"] = str(work_dir)
+        err = _error(data)
+        assert err.field == "train.work_dir" and "is a file" in err.reason and str(taken) in err.reason
+
+
+def _run_cli(config: Path) -> int:
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    args = parser.parse_args(["train", str(config)])
+    return args.func(args)
+
+
+def test_cli_folder_or_binary_config_is_a_usage_error(tmp_path, capsys):
+    assert _run_cli(tmp_path) == 2
+    err = capsys.readouterr().err
+    assert str(tmp_path) in err and "is a folder" in err and "Traceback" not in err
+    binary = tmp_path / "latin1.toml"
+    binary.write_bytes('task = "pose" # caf\xe9\n'.encode("latin-1"))
+    assert _run_cli(binary) == 2
+    err = capsys.readouterr().err
+    assert str(binary) in err and "not a UTF-8 text file" in err
+
+
+def test_every_task_of_the_table_has_a_spec_and_no_other():
+    assert list(TASK_SPECS) == list(TASKS)  # the fine-tuning specs follow the one table
+    assert set(V1_TRAIN_TASKS) == {"pose", "seg", "normal", "depth"}
+
+
+def test_cli_unknown_device_is_a_usage_error(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text(dump_toml(_base(tmp_path)))
+    parser = argparse.ArgumentParser()
+    add_train_parser(parser.add_subparsers())
+    assert run_train(parser.parse_args(["train", str(path), "--device", "tpu9"])) == 2
+    err = capsys.readouterr().err
+    assert "--device" in err and "tpu9" in err
+
+
+def test_pose_sets_with_different_keypoints_are_a_config_error(tmp_path):
+    data = tiny_config("pose", tmp_path / "run", make_data("pose", tmp_path / "a"))
+    other = dict(data["data"]["train"][0], keypoint_indices=list(keypoints308().subsets["body"])[:10])
+    data["data"]["train"].append(other)
+    with pytest.raises(ConfigError, match="disagree on the keypoint count") as e:
+        Trainer(config_from_dict(data), progress=False)
+    assert e.value.field == "data.train"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from sapiens2.keypoints import keypoints308
+from sapiens2.keypoints.topdown import bbox_xyxy_to_center_scale, fix_aspect_ratio, udp_warp_matrix
 from sapiens2.keypoints.udp import udp_decode
-from sapiens2.train.config import ConfigError, DatasetConfig
+from sapiens2.train.config import config_from_dict
 from sapiens2.train.datasets import (
     CocoKeypoints,
     DenseFolder,
@@ -15,9 +17,18 @@ from sapiens2.train.datasets import (
     StreamSampler,
     TransformedDataset,
 )
-from sapiens2.train.transforms import DenseTransform, PoseAugment, PoseTransform, SegTransform
+from sapiens2.train.schema import DatasetConfig
+from sapiens2.train.transforms import (
+    DenseTransform,
+    KeypointLayout,
+    PoseAugment,
+    PoseTransform,
+    SegAugment,
+    SegTransform,
+)
+from sapiens2.training.config import ConfigError
 
-from .conftest import IMG_H, IMG_W, H, W, make_dense_data, make_pose_data, make_seg_data
+from .conftest import IMG_H, IMG_W, H, W, make_dense_data, make_pose_data, make_seg_data, tiny_config
 
 
 def test_stream_sampler_resumes_mid_epoch_and_shards():
@@ -59,8 +70,6 @@ def test_pose_target_peaks_at_the_transformed_keypoints(tmp_path):
     kp, _ = udp_decode(out["heatmaps"], input_size=(H * 4, W * 4))
     raw = src.load(0)
     # without augmentation the crop is the padded box; decoding the target lands on the warped points
-    from sapiens2.keypoints.topdown import bbox_xyxy_to_center_scale, fix_aspect_ratio, udp_warp_matrix
-
     c, sc = bbox_xyxy_to_center_scale(raw["bbox"], 1.25)
     m = udp_warp_matrix(c, fix_aspect_ratio(sc, W / H), (H * 4, W * 4))
     expected = raw["keypoints"] @ m[:, :2].T + m[:, 2]
@@ -74,8 +83,6 @@ def test_pose_augmentation_is_seeded():
     for _ in range(2):
         s = {"image": np.full((IMG_H, IMG_W, 3), 128, np.uint8), "keypoints": np.random.default_rng(1).uniform(10, 40, (17, 2)),
              "visible": np.ones(17, np.float32), "bbox": np.array([5, 5, 50, 70], np.float32)}
-        from sapiens2.train.transforms import KeypointLayout
-
         t = PoseTransform((H, W), KeypointLayout(tuple(range(17))), PoseAugment(heatmap_sigma=1.0))
         rng_out.append(t(s, np.random.default_rng(42)))
     assert all(np.array_equal(rng_out[0][k], rng_out[1][k]) for k in rng_out[0])
@@ -175,3 +182,57 @@ def test_coco17_and_wholebody_sources_use_their_own_metadata(tmp_path, parts, co
 
         face = np.asarray(json.loads((tmp_path / "train.json").read_text())["annotations"][0]["face_kpts"]).reshape(-1, 3)
         assert np.allclose(src.samples[0]["keypoints"][23:91], face[:, :2])
+
+
+@pytest.mark.parametrize("box, flag", [
+    ([20, 25, 36, 45], cv2.INTER_CUBIC),  # a small person: the warp enlarges
+    ([0, 0, IMG_W - 1, IMG_H - 1], cv2.INTER_AREA),  # the whole image into a smaller input: it shrinks
+])
+def test_pose_crop_interpolation_follows_the_scale(box, flag):
+    """The reference warps training crops with INTER_AREA when shrinking and INTER_CUBIC when enlarging."""
+    img = np.random.default_rng(0).integers(0, 256, (IMG_H, IMG_W, 3), dtype=np.uint8)
+    s = {"image": img, "keypoints": np.full((17, 2), 30.0), "visible": np.ones(17, np.float32),
+         "bbox": np.array(box, np.float32)}
+    size = (H, W)
+    out = PoseTransform(size, KeypointLayout(tuple(range(17))), PoseAugment(heatmap_sigma=1.0), augment=False)(
+        s, np.random.default_rng(0))
+    c, sc = bbox_xyxy_to_center_scale(s["bbox"], 1.25)
+    m = udp_warp_matrix(c, fix_aspect_ratio(sc, W / H), (H, W))
+    warped = {f: cv2.warpAffine(img, m, (W, H), flags=f, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+              for f in (cv2.INTER_AREA, cv2.INTER_CUBIC, cv2.INTER_NEAREST)}
+    got = out["image"].transpose(1, 2, 0)
+    assert np.array_equal(got, warped[flag])
+    # (warpAffine computes INTER_AREA as bilinear, so the other candidates are cubic and nearest)
+    assert all(not np.array_equal(got, w) for f, w in warped.items() if f != flag)
+
+
+def test_seg_background_swap_needs_a_folder_of_jpegs(tmp_path):
+    with pytest.raises(ConfigError, match="names no folder") as e:
+        SegAugment(background_p=0.8)
+    assert e.value.field == "augment.background_p"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="holds no .jpg") as e:
+        SegAugment(background_dir=str(empty))
+    assert e.value.field == "augment.background_dir"
+    with pytest.raises(ConfigError, match="is not a folder"):
+        SegAugment(background_dir=str(tmp_path / "missing"))
+    assert SegAugment().swap_p == 0.0 and SegAugment(background_p=0.0).swap_p == 0.0
+    cv2.imwrite(str(empty / "bg.jpg"), np.full((40, 30, 3), 200, np.uint8))
+    assert SegAugment(background_dir=str(empty)).swap_p == 0.8  # the reference's probability by default
+    assert SegAugment(background_dir=str(empty), background_p=0.5).swap_p == 0.5
+
+
+def test_seg_background_swap_config_error_and_warning(tmp_path, caplog):
+    data = tiny_config("seg", tmp_path / "run", {"root": str(tmp_path)})
+    data["augment"] = {"background_p": 0.8}
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(data)
+    assert e.value.field == "augment.background_p"
+    with caplog.at_level("WARNING", logger="sapiens2.train.transforms"):
+        SegTransform((H, W), 29, train=True)
+    assert "background swap is off" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="sapiens2.train.transforms"):
+        SegTransform((H, W), 29, train=False)
+    assert not caplog.text

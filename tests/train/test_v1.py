@@ -15,8 +15,10 @@ from safetensors.torch import save_file
 import sapiens2
 from sapiens2.hub import official_layout
 from sapiens2.models.sapiens1 import Sapiens1Backbone, Sapiens1Config, Sapiens1TaskModel, V1Head, V1HeadConfig
-from sapiens2.train import tasks
-from sapiens2.train.config import ConfigError, config_from_dict
+from sapiens2.train.config import config_from_dict
+from sapiens2.train.network import build_network, settle_config
+from sapiens2.train.specs import build_transform
+from sapiens2.training.config import ConfigError
 from sapiens2.train.logger import read_csv_log
 from sapiens2.train.loop import Trainer
 from sapiens2.train.transforms import SegTransform
@@ -87,7 +89,7 @@ def _v1_cfg(tmp_path, task: str, **model) -> dict:
 def test_init_from_a_pretrain_checkpoint_converts_it_as_the_reference(tmp_path):
     path, state = _pretrain_file(tmp_path)
     cfg = config_from_dict(_v1_cfg(tmp_path, "pose", init=path))
-    model, note = tasks.build_network(cfg, 17)
+    model, note = build_network(cfg, 17)
     assert note == f"backbone from {path}"
     bb = model.backbone
     assert not bb.config.with_cls_token and bb.config.pos_grid == (H // 16, W // 16)
@@ -107,15 +109,15 @@ def test_a_pth_needs_allow_pickle_in_the_config(tmp_path):
     torch.save(state, pth)
     cfg = config_from_dict(_v1_cfg(tmp_path, "seg", init=str(pth)))
     with pytest.raises(ConfigError, match="model.allow_pickle = true") as e:
-        tasks.build_network(cfg)
+        build_network(cfg)
     assert e.value.field == "model.init" and str(pth) in str(e.value)
     cfg = config_from_dict(_v1_cfg(tmp_path, "seg", init=str(pth), allow_pickle=True))
-    model, _ = tasks.build_network(cfg)
+    model, _ = build_network(cfg)
     assert isinstance(model, Sapiens1TaskModel)
     lite = tmp_path / "sapiens_0.3b_goliath_best_goliath_mIoU_7673_epoch_194_torchscript.pt2"
     lite.write_bytes(b"PK")
     with pytest.raises(ConfigError, match="lite program .* not weights to fine-tune"):
-        tasks.build_network(config_from_dict(_v1_cfg(tmp_path, "seg", init=str(lite))))
+        build_network(config_from_dict(_v1_cfg(tmp_path, "seg", init=str(lite))))
 
 
 def test_a_v1_task_checkpoint_gives_backbone_and_head(tmp_path):
@@ -134,7 +136,7 @@ def test_a_v1_task_checkpoint_gives_backbone_and_head(tmp_path):
     sd = trainer.net.state_dict()
     assert all(torch.equal(sd[k], v) for k, v in seg.state_dict().items())
     # the 28 body parts flip with v1's own left/right pairs
-    transform = tasks.build_transform(trainer.cfg, trainer.train_source.parts[0], train=True)
+    transform = build_transform(trainer.cfg, trainer.train_source.parts[0], train=True)
     assert isinstance(transform, SegTransform) and transform.flip_lut[4] == 13 and transform.flip_lut[20] == 11
     # more classes in the data than in the checkpoint: a new head
     raw["data"]["num_classes"] = 5
@@ -145,13 +147,13 @@ def test_generations_cannot_be_mixed(tmp_path):
     path, _ = _pretrain_file(tmp_path)
     cfg = config_from_dict(_v1_cfg(tmp_path, "pose", init=path, generation=2))
     with pytest.raises(ConfigError, match="is a Sapiens v1 checkpoint, but model.generation = 2"):
-        tasks.build_network(cfg, 17)
+        build_network(cfg, 17)
     # a v1 checkpoint cannot start an albedo model: v1 has no such head
     data = make_data("albedo", tmp_path / "alb")
     raw = tiny_v1_config("albedo", tmp_path / "run_alb", data)
     raw["model"] = {"init": path, "head": {}}
     with pytest.raises(ConfigError, match="Sapiens v1 has no albedo head"):
-        tasks.build_network(config_from_dict(raw))
+        build_network(config_from_dict(raw))
 
 
 @pytest.mark.parametrize("edit, field, reason", [
@@ -188,7 +190,7 @@ def test_official_v1_sizes_build_with_the_official_head(tmp_path):
     raw["model"] = {"arch": "0.3b", "generation": 1}
     raw["data"]["input_size"] = [1024, 768]
     with torch.device("meta"):
-        model, note = tasks.build_network(config_from_dict(raw), 133)
+        model, note = build_network(config_from_dict(raw), 133)
     assert note == "random init (no model.init)"
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     want = official_layout(find_model("sapiens-pose-0.3b-wholebody133"))
@@ -201,16 +203,16 @@ def test_official_v1_sizes_build_with_the_official_head(tmp_path):
 def test_dense_v1_training_stretches_like_the_v1_predictors(tiny_v1):
     import cv2
 
-    cfg = tasks.settle_config(tiny_v1("normal"), Sapiens1TaskModel(Sapiens1Backbone(TINY), V1Head(
+    cfg = settle_config(tiny_v1("normal"), Sapiens1TaskModel(Sapiens1Backbone(TINY), V1Head(
         V1HeadConfig(32, (16,), (16,), 3), "conv_seg"), "normal"))
     rng = np.random.default_rng(0)
     sample = {"image": rng.integers(0, 256, (40, 60, 3), dtype=np.uint8), "mask": np.ones((40, 60), bool),
               "target": np.tile(np.array([0, 0, -1], np.float32), (40, 60, 1))}
-    out = tasks.build_transform(cfg, None, train=False)(sample, rng)
+    out = build_transform(cfg, None, train=False)(sample, rng)
     stretched = cv2.resize(sample["image"], (W, H), interpolation=cv2.INTER_LINEAR)
     assert np.array_equal(out["image"], stretched.transpose(2, 0, 1)) and out["mask"].all()
     v2 = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, generation=2))
-    padded = tasks.build_transform(v2, None, train=False)(sample, rng)
+    padded = build_transform(v2, None, train=False)(sample, rng)
     assert not padded["mask"][0].any() and padded["mask"][H // 2].all()  # Sapiens2 fits and pads
 
 

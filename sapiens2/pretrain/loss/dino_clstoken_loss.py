@@ -1,7 +1,8 @@
 """The [cls] self-distillation loss: teacher -> student cross-entropy over prototype distributions.
 
-The teacher's distribution is centred either by Sinkhorn-Knopp (DINOv3's choice; each batch spread
-evenly over the prototypes) or by subtracting an EMA of its mean logits (DINO's centring, momentum 0.9).
+The teacher's distribution is centred either by subtracting an EMA of its mean logits (DINO's centring,
+momentum 0.9: the default, as the Sapiens2 paper states a centre momentum) or by Sinkhorn-Knopp (DINOv3's
+choice; each batch spread evenly over the prototypes).
 Both are computed across all processes when torch.distributed is initialised.
 """
 
@@ -57,7 +58,7 @@ class DINOClsTokenLoss(nn.Module):
         self,
         out_dim: int,
         student_temp: float = 0.1,
-        centering: str = "sinkhorn",
+        centering: str = "ema",
         center_momentum: float = 0.9,
         sinkhorn_iterations: int = 3,
     ) -> None:

@@ -13,6 +13,7 @@ import bisect
 import logging
 from collections.abc import Callable, Iterator, Sequence
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
@@ -126,7 +127,5 @@ class StreamSampler(Sampler):
 
 
 def worker_init(_: int) -> None:
-    import cv2
-
     cv2.setNumThreads(0)
     torch.set_num_threads(1)

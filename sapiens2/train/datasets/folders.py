@@ -18,8 +18,9 @@ import numpy as np
 
 from sapiens2.io import IMAGE_EXTENSIONS, read_image
 from sapiens2.metrics.readers import file_stem, read_label_map, read_map, read_mask
-from sapiens2.train.config import ConfigError, DatasetConfig
 from sapiens2.train.datasets.base import SampleSource
+from sapiens2.train.schema import DatasetConfig
+from sapiens2.training.config import ConfigError
 
 TARGET_DIRS = {"normal": "normal", "pointmap": "depth", "albedo": "albedo", "matting": "alpha", "depth": "depth"}
 TARGET_KEYS = {"normal": ("normal",), "pointmap": ("depth",), "albedo": ("albedo",), "matting": ("alpha",),

@@ -19,9 +19,10 @@ import numpy as np
 
 from sapiens2.io import read_image
 from sapiens2.keypoints import KeypointSet, keypoint_set_for, keypoints308
-from sapiens2.train.config import ConfigError, DatasetConfig
 from sapiens2.train.datasets.base import SampleSource
+from sapiens2.train.schema import DatasetConfig
 from sapiens2.train.transforms import KeypointLayout
+from sapiens2.training.config import ConfigError
 
 WHOLEBODY_PARTS = ("keypoints", "foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts")
 FIELDS = ("goliath_wholebody_kpts", "coco_wholebody", "keypoints")

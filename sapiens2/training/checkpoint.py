@@ -22,10 +22,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save
 from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
 from sapiens2.io.writers import atomic_open, write_bytes, write_text
-from sapiens2.train.distributed import DistInfo, barrier
+from sapiens2.training.distributed import DistInfo, barrier
 
 WEIGHTS = "model.safetensors"
 STATE = "training_state.pt"
@@ -35,21 +43,15 @@ LATEST = "latest"
 def full_model_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The unsharded state dict on CPU under the unwrapped model's names (collective under FSDP: every
     process must call it; only rank 0 gets the tensors)."""
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
     return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 def save_weights(state: dict[str, torch.Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
     """Write a state dict as safetensors, atomically."""
-    from safetensors.torch import save
-
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     return write_bytes(path, save(tensors, metadata=metadata))
 
@@ -146,13 +148,6 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and this process's RNG from a checkpoint folder (every process
     calls it; each reads the full state and keeps its shard). Returns the saved state: step, extra, ..."""
-    from safetensors.torch import load_file
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        set_model_state_dict,
-        set_optimizer_state_dict,
-    )
-
     path = Path(path)
     opts = StateDictOptions(full_state_dict=True)
     weights = load_file(path / WEIGHTS)

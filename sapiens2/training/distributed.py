@@ -7,13 +7,17 @@ under `torchrun` the group uses NCCL on GPUs and gloo on CPU, so the same config
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
 
 
 @dataclass(frozen=True)
@@ -32,8 +36,16 @@ class DistInfo:
         return self.world_size > 1
 
 
-def launched_with_torchrun() -> bool:
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+def parse_device(name: str) -> torch.device:
+    """`cpu`, `cuda`, `cuda:N` (or another device type torch knows) as a torch.device; a ValueError naming the
+    problem for an unknown name or CUDA asked for where there is none."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}; expected cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name!r}: CUDA is not available on this machine")
+    return dev
 
 
 def init_distributed(device: str | None = None, timeout_s: float = 1800) -> DistInfo:
@@ -47,7 +59,7 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800) -> Dist
     if device is None:
         dev = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
     else:
-        dev = torch.device(device)
+        dev = parse_device(device)
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device(f"cuda:{local}")
     if dev.type == "cuda":
@@ -80,14 +92,6 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     return dict(zip(keys, t.tolist()))
 
 
-def broadcast_object(obj, src: int = 0):
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def choose_parallel(mode: str, info: DistInfo) -> str:
     """'auto' -> 'ddp' when several processes run, else 'none'."""
     if mode == "auto":
@@ -106,15 +110,29 @@ def wrap_model(model: nn.Module, mode: str, info: DistInfo, shard_modules: list[
         ids = [info.device.index] if info.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
     if mode == "fsdp":
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
-
         mesh = init_device_mesh(info.device.type, (info.world_size,))
         for module in shard_modules or []:
             fully_shard(module, mesh=mesh)
         fully_shard(model, mesh=mesh)
         return model
     raise ValueError(f"unknown parallel mode {mode!r}; expected none, ddp or fsdp")
+
+
+@contextlib.contextmanager
+def no_gradient_sync(model: nn.Module) -> Iterator[None]:
+    """Backward passes inside keep their gradients local (DDP `no_sync`, FSDP2 `set_requires_gradient_sync`):
+    the micro-batches of an accumulated step but the last need no all-reduce."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        with model.no_sync():
+            yield
+    elif hasattr(model, "set_requires_gradient_sync"):  # an FSDP2 module
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        yield
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from sapiens2.models import BackboneConfig, DenseHeadConfig, build_model
-from sapiens2.train.optim import Schedule, build_optimizer, build_scheduler, clip_gradients, layer_id, param_groups
+from sapiens2.training.optim import (
+    Schedule,
+    build_optimizer,
+    build_scheduler,
+    clip_gradients,
+    layer_id,
+    param_groups,
+    pretrain_no_decay,
+)
 
 TINY = BackboneConfig(embed_dim=32, depth=3, num_heads=2, ffn_hidden=64, n_storage_tokens=2)
 
@@ -51,16 +59,27 @@ def test_layer_decay_rates():
     assert set(off.values()) == {base}
 
 
-def test_no_weight_decay_on_norms_biases_tokens():
+def test_fine_tuning_weight_decay_exempts_what_the_reference_exempts():
+    """Reference rule (TASKS §6.3): no decay for 1-D tensors, `.bias` names and `pos_embed` names only; the
+    learned tokens are decayed like any other matrix."""
     groups = param_groups(_model().named_parameters(), 1e-3, 0.1, 0.8, depth=3)
     wd = {n: g["weight_decay"] for g in groups for n in g["param_names"]}
-    for name in ("backbone.cls_token", "backbone.storage_tokens", "backbone.ln1.weight",
-                 "backbone.blocks.0.attn.wq.bias", "backbone.blocks.0.attn.q_norm.weight",
+    for name in ("backbone.ln1.weight", "backbone.blocks.0.attn.wq.bias", "backbone.blocks.0.attn.q_norm.weight",
                  "decode_head.conv_normal.bias"):
         assert wd[name] == 0.0, name
-    for name in ("backbone.blocks.0.attn.wq.weight", "backbone.patch_embed.projection.weight",
-                 "decode_head.conv_normal.weight"):
+    for name in ("backbone.cls_token", "backbone.storage_tokens", "backbone.blocks.0.attn.wq.weight",
+                 "backbone.patch_embed.projection.weight", "decode_head.conv_normal.weight"):
         assert wd[name] == 0.1, name
+    v1_style = [("backbone.pos_embed", torch.nn.Parameter(torch.zeros(1, 12, 32))),
+                ("backbone.tokenizer.local_pos_embed", torch.nn.Parameter(torch.zeros(1, 17, 32))),
+                ("backbone.mask_token", torch.nn.Parameter(torch.zeros(1, 32))),
+                ("backbone.tokenizer.w_cls", torch.nn.Parameter(torch.zeros(1, 1, 32)))]
+    wd = {n: g["weight_decay"] for g in param_groups(v1_style, 1e-3, 0.1) for n in g["param_names"]}
+    assert wd == {"backbone.pos_embed": 0.0, "backbone.tokenizer.local_pos_embed": 0.0,
+                  "backbone.mask_token": 0.1, "backbone.tokenizer.w_cls": 0.1}
+    wd = {n: g["weight_decay"] for g in param_groups(v1_style, 1e-3, 0.1, no_decay=pretrain_no_decay)
+          for n in g["param_names"]}
+    assert set(wd.values()) == {0.0}  # pretraining also exempts the learned tokens
 
 
 def test_frozen_parameters_are_left_out():

@@ -5,22 +5,24 @@ cls / storage / mask tokens are layer 0, backbone block i is layer i + 1, and ev
 norm, the head, a pretraining decoder) is layer L - 1; a parameter's lr is base_lr x decay^(L - 1 - layer).
 So the head trains at the base rate, the last block at base x decay, the embeddings at base x decay^(depth+1).
 
-No weight decay on 1-D parameters (norms, biases, LayerScale), names ending in `.bias`, positional
-embeddings and the learned tokens.
+Which parameters skip weight decay differs by recipe, so the caller picks the rule: `finetune_no_decay` is the
+reference fine-tuning rule (1-D tensors, names ending in `.bias`, names containing `pos_embed`; the cls /
+storage / mask tokens are decayed like any matrix), `pretrain_no_decay` the paper's pretraining rule (that, plus
+the learned tokens).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 EMBED_NAMES = ("cls_token", "mask_token", "storage_tokens", "pos_embed", "patch_embed", "tokenizer")
-NO_DECAY_NAMES = ("pos_embed", "cls_token", "mask_token", "storage_tokens", "w_cls")  # w_cls: the 4K tokenizer's token
+LEARNED_TOKENS = ("cls_token", "mask_token", "storage_tokens", "w_cls")  # w_cls: the 4K tokenizer's window token
 
 
 def layer_id(name: str, depth: int, backbone_prefix: str = "backbone.") -> int:
@@ -40,9 +42,15 @@ def layer_id(name: str, depth: int, backbone_prefix: str = "backbone.") -> int:
     return depth + 1
 
 
-def no_weight_decay(name: str, param: torch.Tensor) -> bool:
-    leaf = name.rsplit(".", 1)[-1]
-    return param.ndim <= 1 or name.endswith(".bias") or leaf in NO_DECAY_NAMES or "pos_embed" in name
+def finetune_no_decay(name: str, param: torch.Tensor) -> bool:
+    """The reference fine-tuning rule (TASKS spec §6.3): 1-D tensors, biases and positional embeddings."""
+    return param.ndim <= 1 or name.endswith(".bias") or "pos_embed" in name
+
+
+def pretrain_no_decay(name: str, param: torch.Tensor) -> bool:
+    """The pretraining rule (PRETRAIN spec, no-decay params): norms, biases, positional embeddings and the
+    learned tokens (cls / storage (register) / mask, the 4K tokenizer's window token)."""
+    return finetune_no_decay(name, param) or name.rsplit(".", 1)[-1] in LEARNED_TOKENS
 
 
 def param_groups(
@@ -52,16 +60,18 @@ def param_groups(
     layer_decay: float = 1.0,
     depth: int = 0,
     backbone_prefix: str = "backbone.",
+    no_decay: Callable[[str, torch.Tensor], bool] = finetune_no_decay,
 ) -> list[dict]:
     """AdamW parameter groups, one per (layer, decay / no decay). Each group carries `lr` (already decayed),
-    `lr_scale`, `weight_decay` and a readable `name`; frozen parameters are left out."""
+    `lr_scale`, `weight_decay` and a readable `name`; frozen parameters are left out. `no_decay(name, param)`
+    says which parameters get no weight decay."""
     groups: dict[tuple[int, bool], dict] = {}
     num_layers = depth + 2
     for name, p in named_params:
         if not p.requires_grad:
             continue
         lid = layer_id(name, depth, backbone_prefix) if layer_decay != 1.0 else num_layers - 1
-        nd = no_weight_decay(name, p)
+        nd = no_decay(name, p)
         key = (lid, nd)
         if key not in groups:
             scale = layer_decay ** (num_layers - 1 - lid)

@@ -1,0 +1,21 @@
+"""What fine-tuning (`sapiens2.train`) and pretraining (`sapiens2.pretrain`) share; it knows no task and
+imports neither.
+
+config       `from_dict(cls, data, where="") -> cls`: any dataclass from a parsed TOML table, every field
+             converted and checked (non-finite numbers refused); `ConfigError(field, reason)`;
+             `read_toml(path, overrides)` (a missing, folder, non-UTF-8 or malformed file is a ConfigError
+             naming it); `apply_override(data, "a.b=1")`; `to_dict(cfg)`, `dump_toml(dict) -> str`.
+optim        `param_groups(named_params, lr, weight_decay, layer_decay=1.0, depth=0, backbone_prefix="backbone.",
+             no_decay=finetune_no_decay)` (layer-wise LR decay over the backbone blocks; which parameters skip
+             weight decay is the recipe's rule: `finetune_no_decay` or `pretrain_no_decay`); `layer_id(...)`;
+             `build_optimizer(groups, betas, eps, fused=None) -> AdamW`; `Schedule(...)` (a step -> lr factor
+             callable); `build_scheduler(optimizer, schedule) -> LambdaLR`; `clip_gradients(params, max_norm)`.
+distributed  `init_distributed(device=None) -> DistInfo(rank, world_size, local_rank, device)` (torchrun env;
+             NCCL on GPU, gloo on CPU); `choose_parallel(mode, info)`; `wrap_model(model, "none" | "ddp" |
+             "fsdp", info, shard_modules)`; `unwrap(model)`; `barrier()`, `all_reduce_mean(dict, device)`,
+             `cleanup()`.
+checkpoint   `save_checkpoint(root, step, model, optimizer, scheduler, info, extra=None, keep=0, metadata=None)`
+             (atomic `iter_<N>/` with `model.safetensors` + `training_state.pt` + per-rank RNG, then
+             `root/latest`); `resolve_checkpoint(resume | "auto", work_dir)`; `load_checkpoint(...)`;
+             `full_model_state(model)`, `save_weights(state, path)`, `export_weights(ckpt, dest)`.
+"""
