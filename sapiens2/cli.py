@@ -73,7 +73,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     """A pickle checkpoint (.pth) to .safetensors, read with the restricted unpickler."""
-    from sapiens2.safe_pickle import convert_to_safetensors
+    from sapiens2.weights import convert_to_safetensors
 
     try:
         print(convert_to_safetensors(args.input, args.output))

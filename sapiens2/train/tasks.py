@@ -406,7 +406,7 @@ def head_config(cfg: TrainConfig, embed_dim: int, arch: str | None, outputs: int
 def load_init(cfg: TrainConfig) -> nn.Module:
     """`model.init` through `sapiens2.load`, its errors as `ConfigError`s on that field."""
     import sapiens2
-    from sapiens2.checkpoint import UnsafeCheckpointError
+    from sapiens2.checkpoint import ProgramCheckpointError, UnsafeCheckpointError
 
     m = cfg.model
     if str(m.init).lower().endswith(".pt2"):
@@ -416,6 +416,9 @@ def load_init(cfg: TrainConfig) -> nn.Module:
     rope = torch.float32 if m.rope_dtype == "float32" else torch.bfloat16
     try:
         return sapiens2.load(m.init, rope_dtype=rope, allow_pickle=m.allow_pickle)
+    except ProgramCheckpointError as e:
+        raise ConfigError("model.init", f"{e} A program is not weights to fine-tune: use the original .pth or "
+                          ".safetensors of the same model.") from None
     except UnsafeCheckpointError as e:
         raise ConfigError("model.init", f"{e} In a training config: set model.allow_pickle = true "
                           "(or convert the file once with `sapiens2 convert`).") from None
