@@ -2,9 +2,10 @@
 
 Where a checkpoint is looked for, in order: the path itself; the reference folder layout under
 `$SAPIENS_CHECKPOINT_ROOT` (default `~/sapiens2_host/<task>/<file>`); the Hugging Face cache, downloading
-into it when online. The network is built on the meta device (no memory, no init), every key and shape of
-the file is checked against it before any tensor is read, and tensors are then read one by one, converted
-to the requested dtype and assigned, so loading peaks near the checkpoint's own size.
+into it when the hub can be reached (`sapiens2.fetch`). The network is built on the meta device (no
+memory, no init), every key and shape of the file is checked against it before any tensor is read, and
+tensors are then read one by one, converted to the requested dtype and assigned, so loading peaks near
+the checkpoint's own size.
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ import torch
 from torch import nn
 
 from sapiens2.checkpoint import PROGRAMS, CheckpointError, detect_format
+from sapiens2.fetch import (  # noqa: F401 - part of this module's interface
+    CheckpointNotFoundError,
+    cached_path,
+    checkpoint_root,
+    download,
+    local_path,
+)
 from sapiens2.models.backbone import ARCHS
 from sapiens2.models.build import official_head_config
 from sapiens2.models.layout import CheckpointLayout, NotSapiens2Error, infer_layout
@@ -25,15 +33,9 @@ from sapiens2.nn.rope import rope_periods
 from sapiens2.weights import load_program, open_weights
 from sapiens2.zoo import MODELS, ModelInfo, find_model, suggest
 
-DEFAULT_CHECKPOINT_ROOT = "~/sapiens2_host"
-DEFAULT_V1_CHECKPOINT_ROOT = "~/sapiens_host"
 Layout = CheckpointLayout | V1Layout
 _PERIODS = "rope_embed.periods"
 _LIST_AT_MOST = 12
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """No file for the requested model; the message says where it looked and how to get it."""
 
 
 class UnknownModelError(ValueError):
@@ -42,56 +44,6 @@ class UnknownModelError(ValueError):
 
 class CheckpointMismatchError(CheckpointError):
     """The file's keys or shapes are not those of the requested network."""
-
-
-def checkpoint_root(generation: int = 2) -> Path:
-    """The reference layout's root: `$SAPIENS_CHECKPOINT_ROOT` (default `~/sapiens2_host`) for Sapiens2,
-    `$SAPIENS_V1_CHECKPOINT_ROOT` (default `~/sapiens_host`) for v1."""
-    if generation == 1:
-        return Path(os.environ.get("SAPIENS_V1_CHECKPOINT_ROOT") or DEFAULT_V1_CHECKPOINT_ROOT).expanduser()
-    return Path(os.environ.get("SAPIENS_CHECKPOINT_ROOT") or DEFAULT_CHECKPOINT_ROOT).expanduser()
-
-
-def local_path(info: ModelInfo) -> Path:
-    """Where the reference layout keeps `info`'s file."""
-    return checkpoint_root(info.generation) / info.local_relpath
-
-
-def cached_path(info: ModelInfo) -> Path | None:
-    """The file in the Hugging Face cache, if it is there (never touches the network)."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    found = try_to_load_from_cache(info.repo, info.filename)
-    return Path(found) if isinstance(found, str) else None
-
-
-def download(info: ModelInfo) -> Path:
-    """Fetch `info`'s file into the Hugging Face cache (or find it there) and return its path."""
-    here = local_path(info)
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as e:  # pragma: no cover - a declared dependency
-        raise CheckpointNotFoundError(_not_found_message(info, here, "huggingface_hub is not installed")) from e
-    try:
-        return Path(hf_hub_download(info.repo, info.filename))
-    except Exception as e:  # offline, no network, no such repo, gated, ...: one clear error
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-            reason = "offline mode is on (HF_HUB_OFFLINE=1) and the file is not in the cache"
-        raise CheckpointNotFoundError(_not_found_message(info, here, reason)) from e
-
-
-def _not_found_message(info: ModelInfo, here: Path, reason: str) -> str:
-    hint = "" if info.hub_confirmed else " (the release lists no hub repo for this model; this repo name is a guess)"
-    return (
-        f"{info.filename} ({info.name}) was not found: not at {here}, and fetching it from the Hugging Face "
-        f"repo {info.repo}{hint} failed: {reason}.\n"
-        f"Get it with `sapiens2 download {info.name}` when online, or `huggingface-cli download {info.repo} "
-        f"{info.filename}`, or put the file at {here} "
-        f"(set {'SAPIENS_V1_CHECKPOINT_ROOT' if info.generation == 1 else 'SAPIENS_CHECKPOINT_ROOT'} to use another root)."
-    )
 
 
 def resolve(name_or_path: str | os.PathLike) -> tuple[Path, ModelInfo | None]:
