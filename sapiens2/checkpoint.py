@@ -107,7 +107,7 @@ def _zip_kind(path: Path) -> str:
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
         raise CorruptCheckpointError(path, f"a damaged zip archive (truncated download?): {e}") from None
     members = [n.split("/", 1)[1] for n in names if "/" in n]
     if any(m == c or m.startswith(c) for m in members for c in _TORCHSCRIPT_MEMBERS):
