@@ -198,6 +198,7 @@ class _Archive:
 
     _CHUNK = 16 << 20
     _MAX_DEFLATE_RATIO = 1100  # deflate cannot expand data more than ~1032x; a bigger claim is a lie
+    _MAX_PICKLE = 1 << 30
 
     def __init__(self, path: Path, zf: zipfile.ZipFile) -> None:
         self.path, self.zf = path, zf
@@ -221,7 +222,22 @@ class _Archive:
             raise CorruptCheckpointError(self.path, f"the archive lacks its record {self.root + name}") from None
 
     def pickle(self) -> bytes:
-        return self._record("data.pkl")  # type: ignore[return-value]
+        info = self.zf.getinfo(self.root + "data.pkl")
+        self._check_size(info, info.file_size)
+        if info.file_size > self._MAX_PICKLE:
+            raise CorruptCheckpointError(self.path, f"its data.pkl claims {info.file_size} bytes; a checkpoint's "
+                                         f"pickle is far smaller (at most {self._MAX_PICKLE} read)")
+        with self.zf.open(info) as f:
+            return f.read(self._MAX_PICKLE)
+
+    def _check_size(self, info: zipfile.ZipInfo, nbytes: int) -> None:
+        """Refuse a record whose claimed size no real archive of this file's size could hold."""
+        limit = self.path.stat().st_size
+        ratio = 1 if info.compress_type == zipfile.ZIP_STORED else self._MAX_DEFLATE_RATIO
+        if info.compress_size > limit or nbytes > ratio * info.compress_size + 1024:
+            raise CorruptCheckpointError(self.path, f"record {info.filename} claims {nbytes} bytes from "
+                                         f"{info.compress_size} stored bytes in a {limit}-byte file, which no "
+                                         "real archive does")
 
     def storage(self, key: str, nbytes: int, dtype: torch.dtype) -> torch.UntypedStorage:
         """Storage `key` read into its own buffer, once (tensors sharing it share it here too)."""
@@ -239,9 +255,7 @@ class _Archive:
         if info.file_size != nbytes:
             raise CorruptCheckpointError(self.path, f"storage record {name} holds {info.file_size} bytes; the "
                                          f"pickle says {nbytes}")
-        if info.compress_type != zipfile.ZIP_STORED and nbytes > self._MAX_DEFLATE_RATIO * info.compress_size + 1024:
-            raise CorruptCheckpointError(self.path, f"storage record {name} claims {nbytes} bytes from "
-                                         f"{info.compress_size} compressed bytes, which no compressor produces")
+        self._check_size(info, nbytes)
         buffer = bytearray(nbytes)
         with self.zf.open(info) as f:
             view, got = memoryview(buffer), 0
@@ -303,6 +317,13 @@ def state_dict_from_checkpoint(obj: Any, path: str | os.PathLike) -> dict[str, t
     if bad:
         raise CheckpointError(path, f"'state_dict' has {len(bad)} entries that are not named tensors, "
                                       f"e.g. {', '.join(map(str, bad[:_LIST_LIMIT]))}")
+    # A view may repeat its storage's bytes (stride 0) to claim any size; weights never do, and such a
+    # tensor would be materialised later (conversion, dtype change) at the size it claims.
+    inflated = [k for k, v in obj.items() if v.numel() * v.element_size() > v.untyped_storage().nbytes()]
+    if inflated:
+        k = inflated[0]
+        raise CorruptCheckpointError(path, f"tensor {k!r} claims shape {list(obj[k].shape)} over a storage of only "
+                                     f"{obj[k].untyped_storage().nbytes()} bytes")
     return dict(obj)
 
 

@@ -4,6 +4,7 @@ unpickler, and a program (TorchScript, torch.export) runs only with the explicit
 from __future__ import annotations
 
 import pickle
+import struct
 import zipfile
 from pathlib import Path
 
@@ -305,3 +306,23 @@ def test_a_storage_reference_must_come_from_a_storage_global(tmp_path):
                    lambda name, data: evil if name.endswith("/data.pkl") else data)
     with pytest.raises(CorruptCheckpointError, match="malformed storage reference"):
         read_pickle_checkpoint(bad)
+
+
+def test_a_view_claiming_more_than_its_storage_is_refused(tmp_path):
+    huge = torch.zeros(1).as_strided((1 << 20, 1 << 20), (0, 0))  # a trillion elements over 4 bytes
+    torch.save({"w": huge}, tmp_path / "inflated.pth")
+    with pytest.raises(CorruptCheckpointError, match=r"inflated\.pth: tensor 'w' claims shape \[1048576, 1048576\]"):
+        read_state_dict(tmp_path / "inflated.pth", allow_pickle=True)
+
+
+def test_a_record_claiming_more_than_the_file_could_hold_is_refused_before_allocating(tmp_path):
+    torch.save({"t": torch.zeros(4)}, tmp_path / "ok.pth")
+    data = bytearray((tmp_path / "ok.pth").read_bytes())
+    with zipfile.ZipFile(tmp_path / "ok.pth") as z:
+        info = z.getinfo(next(n for n in z.namelist() if n.endswith("/data.pkl")))
+    # Make the central directory claim a 1 TB data.pkl (both size fields of its entry).
+    at = data.rfind(info.filename.encode()) - 46
+    data[at + 20:at + 28] = struct.pack("<II", 0xFFFFFFF0, 0xFFFFFFF0)
+    (tmp_path / "bomb.pth").write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpointError, match=r"bomb\.pth: .*claims 4294967280 bytes"):
+        read_pickle_checkpoint(tmp_path / "bomb.pth")
