@@ -326,3 +326,17 @@ def test_a_record_claiming_more_than_the_file_could_hold_is_refused_before_alloc
     (tmp_path / "bomb.pth").write_bytes(bytes(data))
     with pytest.raises(CorruptCheckpointError, match=r"bomb\.pth: .*claims 4294967280 bytes"):
         read_pickle_checkpoint(tmp_path / "bomb.pth")
+
+
+def test_inspect_and_convert_read_a_v1_program_only_with_the_opt_in(tmp_path):
+    from sapiens2.models.sapiens1 import Sapiens1Config, V1HeadConfig, build_sapiens1
+
+    cfg = Sapiens1Config(embed_dim=64, depth=2, num_heads=4, mlp_hidden=256, pos_grid=(4, 3))
+    model = build_sapiens1(cfg, "normal", V1HeadConfig(64, (8, 8, 8), (8, 8), 3)).eval()
+    path = tmp_path / "sapiens_tiny_normal_torchscript.pt2"
+    torch.jit.trace(model, torch.randn(1, 3, 64, 48)).save(str(path))
+    with pytest.raises(ProgramCheckpointError):
+        sapiens2.inspect(path)
+    assert sapiens2.inspect(path, allow_code=True).task == "normal"
+    out = convert_to_safetensors(path, allow_code=True)
+    assert out.suffix == ".safetensors" and sapiens2.load(out).task == "normal"
