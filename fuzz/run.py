@@ -39,6 +39,7 @@ class Report:
     crashes: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     slowest_s: float = 0.0
+    coverage: dict[str, int] | None = None  # libFuzzer's count of covered edges and features (atheris)
 
 
 def _signature(outcome: BaseException | None) -> str:
@@ -121,9 +122,14 @@ def fuzz_atheris(target: Target, runs: int | None, seconds: float | None, seed: 
         log = child.stdout + child.stderr
         counts = json.loads(stats.read_text()) if stats.is_file() else {}
     report = Report(target.name, "atheris", seconds=round(time.perf_counter() - start, 1))
+    slowest = re.search(r"slowest_unit_time_sec:\s+(\d+)", log)
+    report.slowest_s = float(slowest.group(1)) if slowest else 0.0  # whole seconds, as libFuzzer counts
     done = re.search(r"Done (\d+) runs", log) or re.search(r"stat::number_of_executed_units: (\d+)", log)
     report.execs = int(done.group(1)) if done else counts.get("execs", 0)
     report.clean, report.accepted = counts.get("clean", 0), counts.get("accepted", 0)
+    coverage = re.findall(r"cov: (\d+) ft: (\d+)", log)
+    if coverage:
+        report.coverage = {"edges": int(coverage[-1][0]), "features": int(coverage[-1][1])}
     if child.returncode != 0:
         error = re.search(r"Uncaught Python exception: ===\s*\n(.*)", log)
         saved = re.search(r"Test unit written to (\S+)", log)
@@ -199,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         report = fuzz_atheris(target, args.runs, args.seconds, args.seed, args.crash_dir.resolve())
     else:
         report = fuzz_random(target, args.runs, args.seconds, args.seed, args.crash_dir)
-    print(json.dumps({k: v for k, v in asdict(report).items() if k != "crashes" or v}, default=str))
+    print(json.dumps({k: v for k, v in asdict(report).items() if v or k not in ("crashes", "coverage")},
+                     default=str))
     return 1 if report.crashes else 0
 
 
