@@ -22,6 +22,7 @@ import collections
 import io
 import os
 import pickle
+import pickletools
 import sys
 import warnings
 import zipfile
@@ -272,6 +273,25 @@ class _Archive:
         return storage
 
 
+_MEMO_PUTS = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})
+
+
+def _check_memo_indices(data: bytes) -> None:
+    """Refuse memo slots numbered far beyond the opcodes before them, without unpickling anything.
+
+    A pickler numbers its memo 0, 1, 2, ... (at most one slot per opcode; the slack allows for optimised
+    streams); CPython's unpickler grows its memo array to any index it is given, so one
+    `LONG_BINPUT 4294967295` costs tens of GB and minutes.
+    """
+    try:
+        for count, (op, arg, _) in enumerate(pickletools.genops(data)):
+            if op.name in _MEMO_PUTS and (not isinstance(arg, int) or not 0 <= arg <= 2 * count + 64):
+                raise pickle.UnpicklingError(f"memo index {arg} at opcode {count} (a real pickle numbers its memo "
+                                             "from 0)")
+    except ValueError as e:
+        raise pickle.UnpicklingError(f"malformed opcodes: {e}") from None
+
+
 def read_pickle_checkpoint(path: str | os.PathLike) -> Any:
     """The object in a `torch.save` zip archive, unpickled by the restricted unpickler only.
 
@@ -292,7 +312,9 @@ def read_pickle_checkpoint(path: str | os.PathLike) -> Any:
     try:
         with zipfile.ZipFile(path) as zf:
             archive = _Archive(path, zf)
-            return _ArchiveUnpickler(archive.pickle(), archive).load()
+            data = archive.pickle()
+            _check_memo_indices(data)
+            return _ArchiveUnpickler(data, archive).load()
     except CheckpointError:
         raise
     except pickle.UnpicklingError as e:

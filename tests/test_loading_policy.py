@@ -340,3 +340,13 @@ def test_inspect_and_convert_read_a_v1_program_only_with_the_opt_in(tmp_path):
     assert sapiens2.inspect(path, allow_code=True).task == "normal"
     out = convert_to_safetensors(path, allow_code=True)
     assert out.suffix == ".safetensors" and sapiens2.load(out).task == "normal"
+
+
+def test_a_huge_memo_index_is_refused_at_once(tmp_path):
+    # EMPTY_DICT, LONG_BINPUT 4294967280, STOP: CPython's unpickler would grow its memo to 4e9 slots.
+    evil = b"\x80\x02}r\xf0\xff\xff\xff."
+    torch.save({"t": torch.zeros(1)}, tmp_path / "ok.pth")
+    bad = _rewrite(tmp_path / "ok.pth", tmp_path / "memo.pth",
+                   lambda name, data: evil if name.endswith("/data.pkl") else data)
+    with pytest.raises(CorruptCheckpointError, match=r"memo\.pth: corrupt pickle data: memo index 4294967280"):
+        read_pickle_checkpoint(bad)
