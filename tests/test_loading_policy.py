@@ -350,3 +350,24 @@ def test_a_huge_memo_index_is_refused_at_once(tmp_path):
                    lambda name, data: evil if name.endswith("/data.pkl") else data)
     with pytest.raises(CorruptCheckpointError, match=r"memo\.pth: corrupt pickle data: memo index 4294967280"):
         read_pickle_checkpoint(bad)
+
+
+def test_only_the_policy_module_calls_the_loaders_that_run_code():
+    """`torch.jit.load` / `torch.export.load` only in `weights.load_program`; `torch.load` only weights-only."""
+    import ast
+
+    package = Path(sapiens2.__file__).parent
+    offenders = []
+    for source in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(source.read_text(), str(source))):
+            if not isinstance(node, ast.Call):
+                continue
+            name = ast.unparse(node.func)
+            where = f"{source.relative_to(package)}:{node.lineno}"
+            if name in ("torch.jit.load", "torch.export.load", "jit.load") and source.name != "weights.py":
+                offenders.append(f"{where} calls {name}")
+            if name == "torch.load" and not any(
+                    k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                    for k in node.keywords):
+                offenders.append(f"{where} calls torch.load without weights_only=True")
+    assert offenders == []
