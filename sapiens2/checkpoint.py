@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 
-PICKLE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".pkl")
 _DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
     "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
@@ -220,10 +219,10 @@ def _entries(path: Path, header: dict, data_size: int) -> dict[str, tuple[torch.
         if not isinstance(code, str) or code not in _DTYPES:
             raise CorruptCheckpointError(path, f"tensor {key!r} has unsupported dtype {_short(code)} "
                                          f"(supported: {', '.join(_DTYPES)})")
-        if not isinstance(shape, list) or not all(_is_count(s) for s in shape):
+        if not isinstance(shape, list) or not all(is_count(s) for s in shape):
             raise CorruptCheckpointError(path, f"tensor {key!r} has shape {_short(shape)}: expected a list of "
                                          "non-negative integers")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(is_count(o) for o in offsets)
                 and offsets[0] <= offsets[1]):
             raise CorruptCheckpointError(path, f"tensor {key!r} has data_offsets {_short(offsets)}: expected "
                                          "[start, end] with 0 <= start <= end")
@@ -246,7 +245,8 @@ def _entries(path: Path, header: dict, data_size: int) -> dict[str, tuple[torch.
     return entries
 
 
-def _is_count(value: object) -> bool:
+def is_count(value: object) -> bool:
+    """A non-negative int that is not a bool (JSON and pickles give bools where ints belong)."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
@@ -264,7 +264,3 @@ def _numel(shape: tuple[int, ...]) -> int:
 
 def _itemsize(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
-
-
-def is_pickle_path(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in PICKLE_SUFFIXES

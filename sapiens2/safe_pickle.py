@@ -42,12 +42,11 @@ from sapiens2.checkpoint import (
     UnknownFormatError,
     UnsafeCheckpointError,
     detect_format,
+    is_count,
     program_refusal,
 )
 
 _LIST_LIMIT = 12
-
-
 
 
 class _Placeholder:
@@ -184,14 +183,10 @@ class _ArchiveUnpickler(_RestrictedUnpickler):
         if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] in ("storage", b"storage")):
             raise pickle.UnpicklingError(f"unsupported storage reference {str(pid)[:80]}")
         _, kind, key, _location, numel = pid
-        if not isinstance(kind, _StorageType) or not isinstance(key, str) or not _is_count(numel):
+        if not isinstance(kind, _StorageType) or not isinstance(key, str) or not is_count(numel):
             raise pickle.UnpicklingError(f"malformed storage reference {str(pid)[:80]}")
         storage = self.archive.storage(key, numel * torch.empty((), dtype=kind.dtype).element_size(), kind.dtype)
         return torch.storage.TypedStorage(wrap_storage=storage, dtype=kind.dtype, _internal=True)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 class _Archive:
