@@ -184,8 +184,8 @@ def not_found(info: ModelInfo, reason: str) -> CheckpointNotFoundError:
     here = local_path(info)
     guess = "" if info.hub_confirmed else " (the release lists no hub repo for this model; its name is a guess)"
     message = (
-        f"{info.filename} ({info.name}) is not on this machine: not at {here}, nor in the Hugging Face cache; "
-        f"{reason}.\n"
+        f"{info.filename} ({info.name}, hub repo {info.repo}) is not on this machine: not at {here}, nor in "
+        f"the Hugging Face cache; {reason}.\n"
         f"  Get it when online with `sapiens2 download {info.name}` "
         f"(or `hf download {info.repo} {info.filename}`{guess}),\n"
         f"  or put the file at {here} (${_root_variable(info)} sets the root)."
