@@ -65,7 +65,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     for name in args.files:
         try:
             path, _ = resolve(name)
-            layout = inspect(path, allow_pickle=args.allow_pickle)
+            layout = inspect(path, allow_pickle=args.allow_pickle, allow_code=args.allow_code)
         except (sapiens2.CheckpointError, FileNotFoundError, ValueError) as e:
             print(f"error: {e}", file=sys.stderr)
             status = 1
@@ -76,10 +76,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     """A pickle checkpoint (.pth) to .safetensors, read with the restricted unpickler."""
-    from sapiens2.safe_pickle import convert_to_safetensors
+    from sapiens2.weights import convert_to_safetensors
 
     try:
-        print(convert_to_safetensors(args.input, args.output))
+        print(convert_to_safetensors(args.input, args.output, allow_code=args.allow_code))
     except (sapiens2.CheckpointError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "headers, without reading any tensor.")
     p.add_argument("files", nargs="+", metavar="FILE", help="checkpoint files or official model names")
     p.add_argument("--allow-pickle", action="store_true", help="read .pth/.bin files (weights only)")
+    p.add_argument("--allow-code", action="store_true",
+                   help="open TorchScript / torch.export programs, which carry code (only files you trust)")
     p.set_defaults(func=_cmd_inspect)
 
     p = sub.add_parser("convert", help="convert a .pth checkpoint to .safetensors (no code from it is run)",
@@ -165,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "restricted unpickler: nothing in the file can run.")
     p.add_argument("input", metavar="IN.pth", help="the pickle checkpoint")
     p.add_argument("output", nargs="?", metavar="OUT.safetensors", help="default: beside the input")
+    p.add_argument("--allow-code", action="store_true",
+                   help="take the weights out of a TorchScript program: loading it runs its code (only files "
+                        "you trust)")
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("eval", help="score predictions against ground truth (pose, seg, normal, pointmap, ...)",

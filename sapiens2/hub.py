@@ -2,9 +2,10 @@
 
 Where a checkpoint is looked for, in order: the path itself; the reference folder layout under
 `$SAPIENS_CHECKPOINT_ROOT` (default `~/sapiens2_host/<task>/<file>`); the Hugging Face cache, downloading
-into it when online. The network is built on the meta device (no memory, no init), every key and shape of
-the file is checked against it before any tensor is read, and tensors are then read one by one, converted
-to the requested dtype and assigned, so loading peaks near the checkpoint's own size.
+into it when the hub can be reached (`sapiens2.fetch`). The network is built on the meta device (no
+memory, no init), every key and shape of the file is checked against it before any tensor is read, and
+tensors are then read one by one, converted to the requested dtype and assigned, so loading peaks near
+the checkpoint's own size.
 """
 
 from __future__ import annotations
@@ -16,24 +17,25 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sapiens2.checkpoint import CheckpointError, SafetensorsFile, UnsafeCheckpointError, is_pickle_path
+from sapiens2.checkpoint import PROGRAMS, CheckpointError, detect_format
+from sapiens2.fetch import (  # noqa: F401 - part of this module's interface
+    CheckpointNotFoundError,
+    cached_path,
+    checkpoint_root,
+    download,
+    local_path,
+)
 from sapiens2.models.backbone import ARCHS
 from sapiens2.models.build import official_head_config
 from sapiens2.models.layout import CheckpointLayout, NotSapiens2Error, infer_layout
 from sapiens2.models.layout_v1 import V1Layout, infer_v1_layout, looks_like_v1, official_v1_layout
 from sapiens2.nn.rope import rope_periods
-from sapiens2.safe_pickle import read_pickle_state_dict
+from sapiens2.weights import load_program, open_weights
 from sapiens2.zoo import MODELS, ModelInfo, find_model, suggest
 
-DEFAULT_CHECKPOINT_ROOT = "~/sapiens2_host"
-DEFAULT_V1_CHECKPOINT_ROOT = "~/sapiens_host"
 Layout = CheckpointLayout | V1Layout
 _PERIODS = "rope_embed.periods"
 _LIST_AT_MOST = 12
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """No file for the requested model; the message says where it looked and how to get it."""
 
 
 class UnknownModelError(ValueError):
@@ -42,60 +44,6 @@ class UnknownModelError(ValueError):
 
 class CheckpointMismatchError(CheckpointError):
     """The file's keys or shapes are not those of the requested network."""
-
-
-def checkpoint_root(generation: int = 2) -> Path:
-    """The reference layout's root: `$SAPIENS_CHECKPOINT_ROOT` (default `~/sapiens2_host`) for Sapiens2,
-    `$SAPIENS_V1_CHECKPOINT_ROOT` (default `~/sapiens_host`) for v1."""
-    if generation == 1:
-        return Path(os.environ.get("SAPIENS_V1_CHECKPOINT_ROOT") or DEFAULT_V1_CHECKPOINT_ROOT).expanduser()
-    return Path(os.environ.get("SAPIENS_CHECKPOINT_ROOT") or DEFAULT_CHECKPOINT_ROOT).expanduser()
-
-
-def local_path(info: ModelInfo) -> Path:
-    """Where the reference layout keeps `info`'s file."""
-    return checkpoint_root(info.generation) / info.local_relpath
-
-
-def cached_path(info: ModelInfo) -> Path | None:
-    """The file in the Hugging Face cache, if it is there (never touches the network)."""
-    if not info.on_hub:
-        return None
-    try:
-        from huggingface_hub import try_to_load_from_cache
-    except ImportError:
-        return None
-    found = try_to_load_from_cache(info.repo, info.filename)
-    return Path(found) if isinstance(found, str) else None
-
-
-def download(info: ModelInfo) -> Path:
-    """Fetch `info`'s file into the Hugging Face cache (or find it there) and return its path."""
-    here = local_path(info)
-    if not info.on_hub:
-        raise CheckpointNotFoundError(info.not_published_message(here))
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as e:  # pragma: no cover - a declared dependency
-        raise CheckpointNotFoundError(_not_found_message(info, here, "huggingface_hub is not installed")) from e
-    try:
-        return Path(hf_hub_download(info.repo, info.filename))
-    except Exception as e:  # offline, no network, no such repo, gated, ...: one clear error
-        reason = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}".rstrip(": ")
-        if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-            reason = "offline mode is on (HF_HUB_OFFLINE=1) and the file is not in the cache"
-        raise CheckpointNotFoundError(_not_found_message(info, here, reason)) from e
-
-
-def _not_found_message(info: ModelInfo, here: Path, reason: str) -> str:
-    hint = "" if info.hub_confirmed else " (the release lists no hub repo for this model; this repo name is a guess)"
-    return (
-        f"{info.filename} ({info.name}) was not found: not at {here}, and fetching it from the Hugging Face "
-        f"repo {info.repo}{hint} failed: {reason}.\n"
-        f"Get it with `sapiens2 download {info.name}` when online, or `huggingface-cli download {info.repo} "
-        f"{info.filename}`, or put the file at {here} "
-        f"(set {'SAPIENS_V1_CHECKPOINT_ROOT' if info.generation == 1 else 'SAPIENS_CHECKPOINT_ROOT'} to use another root)."
-    )
 
 
 def resolve(name_or_path: str | os.PathLike) -> tuple[Path, ModelInfo | None]:
@@ -133,17 +81,20 @@ def load(
     Returns the backbone for pretrain checkpoints and backbone + decode_head for task checkpoints, in eval
     mode, float32 unless `dtype` says otherwise (the RoPE periods stay bfloat16, as in the reference).
     `rope_dtype=torch.float32` computes RoPE in float32 instead of the reference's bfloat16.
-    Pickle files are refused unless `allow_pickle=True`, and then read weights-only (no code runs).
-    `device="meta"` checks the file against the network without reading any tensor data.
-    Sapiens v1 "lite" archives (`*_torchscript.pt2`, `*_bfloat16.pt2`) are programs, not weights: they load
-    only with `allow_code=True` (trusted files only), as the module they contain.
+    What a file is comes from its bytes, never its name (see `sapiens2.weights`): pickle archives are
+    refused unless `allow_pickle=True`, and then read weights-only (no code runs). TorchScript and
+    torch.export programs, such as Sapiens v1 "lite" archives (`*_torchscript.pt2`, `*_bfloat16.pt2`),
+    carry code: they are refused unread unless `allow_code=True` (trusted files only), and then returned
+    as the module they contain. `device="meta"` checks the file against the network without reading any
+    tensor data.
     """
     path, info = resolve(name_or_path)
-    if path.suffix.lower() == ".pt2":
-        return _load_program(path, allow_code, device, dtype)
     if info is not None and info.task == "detect":
         raise ValueError(f"{info.name} is the person detector: load it with sapiens2.detect.PersonDetector.from_file")
-    shapes, tensors, hints = _open(path, allow_pickle)
+    if detect_format(path) in PROGRAMS:
+        return _load_program(path, allow_code, device, dtype)
+    weights = open_weights(path, allow_pickle=allow_pickle)
+    shapes, tensors, hints = weights.shapes, weights.tensors, weights.metadata
     layout = _layout_for(path, shapes, info, hints)
     with torch.device("meta"):
         model = layout.build(rope_dtype)
@@ -164,20 +115,7 @@ def load(
 def _load_program(path: Path, allow_code: bool, device: str | torch.device | None,
                   dtype: torch.dtype | None) -> nn.Module:
     """A TorchScript or torch.export archive (Sapiens v1 lite), which carries code, on explicit opt-in."""
-    if not allow_code:
-        raise UnsafeCheckpointError(
-            path, "is a TorchScript / torch.export program (Sapiens v1 lite), which carries code that runs when "
-            "loaded. Pass allow_code=True for a file you trust, or use the original .pth (allow_pickle=True, "
-            "weights only) with this package's own network.")
-    try:
-        module = torch.jit.load(str(path), map_location=device or "cpu")
-    except RuntimeError as jit_error:
-        try:
-            module = torch.export.load(str(path)).module()
-        except Exception as e:
-            raise CheckpointError(path, f"neither a TorchScript nor a torch.export archive ({jit_error}; {e})") from e
-        if device is not None:
-            module = module.to(device)
+    module = load_program(path, allow_code=allow_code, device=device)
     info = find_model(path.name.replace("_torchscript", "").replace("_bfloat16", ""))
     if dtype is not None:
         module = module.to(dtype)
@@ -192,12 +130,14 @@ def _load_program(path: Path, allow_code: bool, device: str | torch.device | Non
     return module
 
 
-def inspect(name_or_path: str | os.PathLike, allow_pickle: bool = False) -> Layout:
-    """What a checkpoint holds (generation, arch, task, head), from its header only."""
+def inspect(name_or_path: str | os.PathLike, allow_pickle: bool = False, allow_code: bool = False) -> Layout:
+    """What a checkpoint holds (generation, arch, task, head): from a safetensors header alone; a pickle is
+    read (restricted unpickler) only with `allow_pickle`, a program loaded (its code runs) only with
+    `allow_code`."""
     path, _ = resolve(name_or_path)
-    shapes, _, hints = _open(path, allow_pickle)
+    weights = open_weights(path, allow_pickle=allow_pickle, allow_code=allow_code)
     try:
-        return infer_any_layout(shapes, hints)
+        return infer_any_layout(weights.shapes, weights.metadata)
     except NotSapiens2Error as e:
         raise CheckpointError(path, f"not a Sapiens checkpoint: {e}") from e
 
@@ -224,21 +164,6 @@ def official_layout(info: ModelInfo) -> Layout:
         return official_v1_layout(info.arch, info.task, info.keypoints)
     head = None if info.task == "pretrain" else official_head_config(info.arch, info.task)
     return CheckpointLayout(ARCHS[info.arch], info.task, head)
-
-
-def _open(path: Path, allow_pickle: bool):
-    """(key -> shape, a function yielding (key, tensor), metadata) for a safetensors or, when allowed, a
-    pickle file (no metadata)."""
-    if is_pickle_path(path):
-        if not allow_pickle:
-            raise UnsafeCheckpointError(
-                path, "is a pickle checkpoint, which can run arbitrary code when loaded. Pass allow_pickle=True "
-                "to read it with a weights-only unpickler (tensors and numpy arrays, no code), or use a "
-                ".safetensors file.")
-        sd = read_pickle_state_dict(path)
-        return {k: tuple(v.shape) for k, v in sd.items()}, lambda: iter(sd.items()), {}
-    st = SafetensorsFile(path)
-    return st.shapes, st.iter_tensors, st.metadata
 
 
 def _layout_for(path: Path, shapes: Mapping[str, Sequence[int]], info: ModelInfo | None,

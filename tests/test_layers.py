@@ -21,7 +21,7 @@ LAYERS = {
     "__init__": 0,  # the package's lazy facade: it imports nothing until a name is asked for
     "task_table": 0, "zoo": 0, "body_parts": 0, "checkpoint": 0, "data": 0,
     "safe_pickle": 1, "nn": 1, "io": 1, "keypoints": 1, "track": 1,
-    "models": 2, "vis": 2, "metrics": 2, "training": 2,
+    "models": 2, "vis": 2, "metrics": 2, "weights": 2, "fetch": 2, "training": 2,
     "hub": 3, "detect": 3,
     "tasks": 4, "train": 4,
     "pretrain": 5,

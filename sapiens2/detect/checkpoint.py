@@ -12,8 +12,9 @@ here with a restricted unpickler:
 - any other global (`os.system`, `builtins.eval`, `subprocess.Popen`, ...) stops the load with
   `UnsafeCheckpointError` before it is ever called.
 
-Only the zip format is accepted; the legacy pre-1.6 format (a bare pickle stream) is refused unread.
-`convert_detector_checkpoint` writes the state dict once as `.safetensors`; `read_detector_state_dict`
+The file is recognised by its bytes first (`sapiens2.weights`): a TorchScript or torch.export program is
+refused unread unless the caller passes `allow_code=True`, whatever the file is called; the legacy pre-1.6
+format (a bare pickle stream) is refused unread. `convert_detector_checkpoint` writes the state dict once as `.safetensors`; `read_detector_state_dict`
 then prefers that file when it sits next to the `.pth` and is not older than it.
 """
 
@@ -25,17 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-
 from sapiens2.checkpoint import CheckpointError, UnsafeCheckpointError  # noqa: F401 - re-exported
 from sapiens2.detect.rtmdet import RTMDet, RTMDetConfig, shared_head_keys
-from sapiens2.safe_pickle import (
-    convert_to_safetensors,
-    read_pickle_checkpoint,  # noqa: F401 - re-exported by sapiens2.detect
-    read_pickle_state_dict,
-    require_nonempty_file,
-)
+from sapiens2.safe_pickle import read_pickle_checkpoint  # noqa: F401 - re-exported by sapiens2.detect
+from sapiens2.weights import convert_to_safetensors, read_state_dict
 
 _LIST_LIMIT = 12
 
@@ -48,29 +42,20 @@ DetectorCheckpointError = CheckpointError
 convert_detector_checkpoint = convert_to_safetensors
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    path = Path(path)
-    require_nonempty_file(path)
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise DetectorCheckpointError(path, f"not a readable safetensors file (truncated or corrupt?): {e}") \
-            from None
-
-
-def read_detector_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], Path]:
+def read_detector_state_dict(path: str | os.PathLike, allow_code: bool = False) -> tuple[dict[str, torch.Tensor], Path]:
     """The state dict from `path` and the file it was actually read from.
 
-    `.safetensors` is read directly. For a `.pth`, a `.safetensors` of the same stem in the same folder
-    is used instead when it exists and is at least as new (made by `convert_detector_checkpoint`).
+    What the file is comes from its bytes, not its name. A `torch.save` archive is read with the restricted
+    unpickler (the official file is one); a TorchScript / torch.export program only with `allow_code=True`.
+    For a `.pth`, a `.safetensors` of the same stem in the same folder is used instead when it exists and
+    is at least as new (made by `convert_detector_checkpoint`).
     """
     path = Path(path)
-    if path.suffix == ".safetensors":
-        return read_safetensors(path), path
     sibling = path.with_suffix(".safetensors")
-    if path.is_file() and sibling.is_file() and sibling.stat().st_mtime >= path.stat().st_mtime:
-        return read_safetensors(sibling), sibling
-    return read_pickle_state_dict(path), path
+    if (path.suffix != ".safetensors" and path.is_file() and sibling.is_file()
+            and sibling.stat().st_mtime >= path.stat().st_mtime):
+        path = sibling
+    return read_state_dict(path, allow_pickle=True, allow_code=allow_code), path
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -124,12 +109,14 @@ def check_state_dict(model: RTMDet, state: Mapping[str, torch.Tensor], path: str
 
 
 def load_detector(path: str | os.PathLike, config: RTMDetConfig | None = None,
-                  device: torch.device | str | None = None) -> RTMDet:
+                  device: torch.device | str | None = None, allow_code: bool = False) -> RTMDet:
     """An RTMDet in eval mode with the weights of `path` (.pth or .safetensors), loaded strictly.
 
-    Without `config` the architecture is inferred from the file (see `infer_config`).
+    Without `config` the architecture is inferred from the file (see `infer_config`). `allow_code=True`
+    also accepts a TorchScript / torch.export program holding the same weights (its code runs: trusted
+    files only).
     """
-    state, source = read_detector_state_dict(path)
+    state, source = read_detector_state_dict(path, allow_code)
     config = config or infer_config(state, source)
     with torch.device("meta"):
         model = RTMDet(config)

@@ -60,10 +60,11 @@ class PersonDetector:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, device: torch.device | str | None = None,
-                  config: RTMDetConfig | None = None, **kwargs: object) -> PersonDetector:
+                  config: RTMDetConfig | None = None, allow_code: bool = False, **kwargs: object) -> PersonDetector:
         """Load weights from a local `.pth` (read safely) or `.safetensors`; the architecture is read from
-        the file unless `config` is given. Extra keyword arguments go to the constructor."""
-        return cls(load_detector(path, config, device), **kwargs)  # type: ignore[arg-type]
+        the file unless `config` is given. A TorchScript / torch.export file is refused unless `allow_code`.
+        Extra keyword arguments go to the constructor."""
+        return cls(load_detector(path, config, device, allow_code), **kwargs)  # type: ignore[arg-type]
 
     @property
     def device(self) -> torch.device:

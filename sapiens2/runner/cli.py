@@ -84,6 +84,9 @@ def _common(p: argparse.ArgumentParser, *, inputs: bool = True, out_default: str
                    "(default: each task's own; see docs/CLI.md)")
     p.add_argument("--resume", action="store_true", help="skip inputs whose outputs all exist")
     p.add_argument("--allow-pickle", action="store_true", help="read .pth checkpoints (weights only, no code)")
+    p.add_argument("--allow-code", action="store_true",
+                   help="run TorchScript / torch.export model files (v1 lite releases): they carry code, so only "
+                        "for files you trust")
     p.add_argument("--input-size", metavar="HxW", type=parse_input_size,
                    help="network input (pose: crop) size of a custom model; default 1024x768, or the size a v1 "
                         "model was trained at")
@@ -212,7 +215,8 @@ def build_jobs(tasks: list[str], args: argparse.Namespace, sources: list[Any]) -
 
     specs = _models(args.model, tasks)
     common = {"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
-              "input_size": args.input_size, "allow_pickle": args.allow_pickle}
+              "input_size": args.input_size, "allow_pickle": args.allow_pickle,
+              "allow_code": args.allow_code}
     built = []
     for task in tasks:
         saves = parse_saves(args.save, task)
@@ -278,6 +282,7 @@ def _check_options(args: argparse.Namespace, out: Path) -> None:
 
 def _run(tasks: list[str], args: argparse.Namespace, inputs: list[str]) -> int:
     import sapiens2
+    from sapiens2.checkpoint import ProgramCheckpointError
     from sapiens2.io.images import DEFAULT_MAX_PIXELS
     from sapiens2.runner import sources as S
     from sapiens2.runner.pipeline import RunOptions, run_jobs
@@ -294,6 +299,8 @@ def _run(tasks: list[str], args: argparse.Namespace, inputs: list[str]) -> int:
         return _error("no image or video to process")
     try:
         jobs = build_jobs(tasks, args, sources)
+    except ProgramCheckpointError as e:
+        return _error(str(e))
     except sapiens2.UnsafeCheckpointError as e:
         return _error(f"{e}\nAdd --allow-pickle to read it weights-only, or convert it once with "
                       "`sapiens2 convert FILE.pth`.")

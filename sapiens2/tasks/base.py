@@ -138,11 +138,12 @@ class DensePredictor(Generic[R]):
         batch_size: int = 1,
         input_size: tuple[int, int] | None = None,
         allow_pickle: bool = False,
+        allow_code: bool = False,
     ) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         input_size = check_input_size(input_size)
-        self.network: nn.Module = models.load_network(self.task, model, device, dtype, allow_pickle)
+        self.network: nn.Module = models.load_network(self.task, model, device, dtype, allow_pickle, allow_code)
         # Sapiens v1 stretches every dense input bilinearly (no INTER_AREA, no keep-aspect padding).
         self.generation = 1 if isinstance(getattr(self.network, "backbone", None), Sapiens1Backbone) else 2
         if self.generation == 1:

@@ -78,8 +78,11 @@ def model_name(task: str, spec: str | os.PathLike | None) -> str:
 
 
 def load_network(task: str, spec: ModelSpec, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None, allow_pickle: bool = False) -> nn.Module:
-    """The task's network in eval mode; a module is passed through (moved when asked) and checked."""
+                 dtype: str | torch.dtype | None = None, allow_pickle: bool = False,
+                 allow_code: bool = False) -> nn.Module:
+    """The task's network in eval mode; a module is passed through (moved when asked) and checked.
+    `allow_pickle` reads .pth weights (restricted, no code); `allow_code` runs TorchScript / torch.export
+    programs, which carry code (see the README's "What loading trusts")."""
     from sapiens2.hub import load
 
     if isinstance(spec, nn.Module):
@@ -89,7 +92,8 @@ def load_network(task: str, spec: ModelSpec, device: str | torch.device | None =
         net = spec.eval()
     elif spec is None or isinstance(spec, (str, os.PathLike)):
         net = load(model_name(task, spec), device=None if device is None else resolve_device(device),
-                   dtype=None if dtype is None else resolve_dtype(dtype), allow_pickle=allow_pickle)
+                   dtype=None if dtype is None else resolve_dtype(dtype), allow_pickle=allow_pickle,
+                   allow_code=allow_code)
     else:
         raise TypeError(f"model must be a size, a name, a path or an nn.Module, not {type(spec).__name__}")
     found = getattr(net, "task", task if isinstance(spec, nn.Module) else "pretrain")

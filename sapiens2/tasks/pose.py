@@ -196,12 +196,12 @@ def _as_boxes(boxes: Any) -> np.ndarray:
     return arr
 
 
-def _default_detector(device: str | torch.device | None) -> Detector:
+def _default_detector(device: str | torch.device | None, allow_code: bool = False) -> Detector:
     from sapiens2.detect import PersonDetector
     from sapiens2.hub import resolve
 
     path, _ = resolve("rtmdet-m-person")
-    return PersonDetector.from_file(path, device=device)
+    return PersonDetector.from_file(path, device=device, allow_code=allow_code)
 
 
 @dataclass
@@ -241,18 +241,19 @@ class Pose:
         box_padding: float = BBOX_PADDING,
         input_size: tuple[int, int] | None = None,
         allow_pickle: bool = False,
+        allow_code: bool = False,
     ) -> None:
         if int(batch_size) < 1:
             raise ValueError("batch_size must be at least 1")
         input_size = check_input_size(input_size, multiple=4)  # the heatmap stride
         self.device = models.resolve_device(device)
-        self.network: nn.Module = models.load_network("pose", model, self.device, dtype, allow_pickle)
+        self.network: nn.Module = models.load_network("pose", model, self.device, dtype, allow_pickle, allow_code)
         h, w = input_size or trained_input_size(self.network) or INPUT_SIZE
         self.input_size: tuple[int, int] = (int(h), int(w))
         self.dtype = next(self.network.parameters()).dtype
         self.keypoint_set = keypoint_set_for(self._num_keypoints())
         if detector == "rtmdet":
-            detector = _default_detector(self.device)
+            detector = _default_detector(self.device, allow_code)
         elif isinstance(detector, str):
             raise ValueError(f"unknown detector {detector!r}: use 'rtmdet', None or a callable returning boxes")
         self.detector = detector

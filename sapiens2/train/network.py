@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import sapiens2
-from sapiens2.checkpoint import UnsafeCheckpointError
+from sapiens2.checkpoint import ProgramCheckpointError, UnsafeCheckpointError
 from sapiens2.models import ARCHS, BackboneConfig, Sapiens2TaskModel, build_backbone, build_head, official_head_config
 from sapiens2.models.sapiens1 import V1_ARCHS, Sapiens1Backbone, Sapiens1TaskModel
 from sapiens2.task_table import TASKS
@@ -87,6 +87,9 @@ def load_init(cfg: TrainConfig) -> nn.Module:
                           "= true) or its official name")
     try:
         return sapiens2.load(m.init, rope_dtype=rope_dtype(cfg), allow_pickle=m.allow_pickle)
+    except ProgramCheckpointError as e:
+        raise ConfigError("model.init", f"{e} A program is not weights to fine-tune: use the original .pth or "
+                          ".safetensors of the same model.") from None
     except UnsafeCheckpointError as e:
         raise ConfigError("model.init", f"{e} In a training config: set model.allow_pickle = true "
                           "(or convert the file once with `sapiens2 convert`).") from None

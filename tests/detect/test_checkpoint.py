@@ -210,7 +210,7 @@ def test_truncated_safetensors(tmp_path: Path, pth: Path):
     full = convert_detector_checkpoint(pth)
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size - 1000])
-    with pytest.raises(DetectorCheckpointError, match="truncated or corrupt"):
+    with pytest.raises(DetectorCheckpointError, match="truncated"):
         load_detector(cut)
 
 
@@ -264,3 +264,25 @@ def test_shared_head_convs_must_agree(tmp_path: Path, state: dict):
     save_file(bad, str(path))
     with pytest.raises(DetectorCheckpointError, match="shared across levels"):
         load_detector(path)
+
+
+def test_a_program_holding_detector_weights_loads_only_with_the_opt_in(tmp_path: Path, small_model: RTMDet,
+                                                                       state: dict):
+    from sapiens2.checkpoint import ProgramCheckpointError
+
+    class Holder(torch.nn.Module):  # the detector's modules in a program (tracing the detector itself is slow)
+        def __init__(self, det: RTMDet) -> None:
+            super().__init__()
+            for name, child in det.named_children():
+                self.add_module(name, child)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x
+
+    path = tmp_path / "rtmdet_m.pth"
+    torch.jit.trace(Holder(small_model), torch.randn(1), check_trace=False).save(str(path))
+    with pytest.raises(ProgramCheckpointError, match="allow_code=True") as info:
+        load_detector(path)
+    assert str(path) in str(info.value)
+    model = load_detector(path, allow_code=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())

@@ -128,10 +128,10 @@ def stand_in_pose(request, monkeypatch):
     real = models.load_network
     net = CenterPose(getattr(request, "param", 308))
 
-    def fake(task, spec, device=None, dtype=None, allow_pickle=False):
+    def fake(task, spec, device=None, dtype=None, allow_pickle=False, allow_code=False):
         if task == "pose":
             return net
-        return real(task, spec, device, dtype, allow_pickle)
+        return real(task, spec, device, dtype, allow_pickle, allow_code)
 
     monkeypatch.setattr(models, "load_network", fake)
     return net
@@ -157,7 +157,7 @@ def stand_in_detector(monkeypatch):
     """`--detector rtmdet` gets `colour_detector` instead of the RTMDet weights."""
     from sapiens2.tasks import pose
 
-    monkeypatch.setattr(pose, "_default_detector", lambda device: colour_detector)
+    monkeypatch.setattr(pose, "_default_detector", lambda device, allow_code=False: colour_detector)
 
 
 __all__ = ["DENSE_SIZE", "CenterPose", "cli", "photo", "replace", "temp_leftovers", "write_photo"]
