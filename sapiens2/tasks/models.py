@@ -16,7 +16,8 @@ from torch import nn
 from sapiens2.task_table import TASKS
 from sapiens2.zoo import MODELS
 
-__all__ = ["ModelSpec", "load_network", "missing_weights", "model_name", "resolve_device", "resolve_dtype"]
+__all__ = ["ModelSpec", "load_network", "missing_weights", "missing_weights_message", "model_name", "resolve_device",
+           "resolve_dtype"]
 
 ModelSpec = str | os.PathLike | nn.Module | None
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -110,3 +111,14 @@ def missing_weights(names: list[str]) -> list[tuple[str, str]]:
         except CheckpointNotFoundError as e:
             missing.append((name, str(e)))
     return missing
+
+
+def missing_weights_message(missing: list[tuple[str, str]], needed_by: str = "the demo") -> str:
+    """What to tell a person whose `needed_by` lacks these weights (`missing_weights` pairs): which, and how to
+    get them. The CLI's demo and the server say exactly this."""
+    listed = "\n".join(f"  - {name}: {msg.splitlines()[0]}" for name, msg in missing)
+    return (f"{needed_by} needs weights that are not on this machine:\n{listed}\n\n"
+            f"Get them (about 1 GB each for 0.4b) with:\n\n    sapiens2 download {' '.join(n for n, _ in missing)}\n\n"
+            "or put the files in the reference layout under $SAPIENS_CHECKPOINT_ROOT (default ~/sapiens2_host), "
+            "e.g. pose/sapiens2_0.4b_pose.safetensors and detector/rtmdet_m.pth; `sapiens2 models` shows "
+            "what is found.")
