@@ -71,7 +71,14 @@ class Batcher:
                                 f"(the server's --max-queue is {self.max_queue}); retry shortly")
             self._waiting += 1
             self._queue.put((item, future))
+        future.add_done_callback(self._forget_if_cancelled)
         return future
+
+    def _forget_if_cancelled(self, future: Future) -> None:
+        # A request whose client gave up frees its place in the queue at once, not when the worker reaches it.
+        if future.cancelled():
+            with self._lock:
+                self._waiting -= 1
 
     def close(self, timeout: float | None = None) -> None:
         """Answer everything already queued, then stop the worker."""
@@ -84,11 +91,18 @@ class Batcher:
 
     # ------------------------------------------------------------------ the worker
     def _take(self, block: bool, timeout: float | None = None) -> Any:
-        entry = self._queue.get(block, timeout)
-        if entry is not _STOP:
+        """The next live entry (marked running, so it can no longer be cancelled), or the stop sign; entries
+        cancelled while waiting are skipped. Raises queue.Empty as `queue.Queue.get` does."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            entry = self._queue.get(block and (left is None or left > 0), left)
+            if entry is _STOP:
+                return entry
             with self._lock:
-                self._waiting -= 1
-        return entry
+                if entry[1].set_running_or_notify_cancel():
+                    self._waiting -= 1
+                    return entry
 
     def _gather(self, first: Any) -> tuple[list[Any], bool]:
         """The first entry and what else arrives in time; and whether the stop sign was met."""
@@ -120,13 +134,11 @@ class Batcher:
                     continue
             batch, stop_seen = self._gather(first)
             stopping = stopping or stop_seen
-            live = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
-            if live:
-                self._busy = len(live)
-                try:
-                    self._answer(live)
-                finally:
-                    self._busy = 0
+            self._busy = len(batch)
+            try:
+                self._answer(batch)
+            finally:
+                self._busy = 0
 
     def _answer(self, live: list[tuple[Any, Future]]) -> None:
         try:

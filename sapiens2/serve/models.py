@@ -3,7 +3,7 @@ it is missing (which weights, and how to get them, in the words the CLI's demo u
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Served", "load_served"]
@@ -17,7 +17,6 @@ class Served:
     model: str  # what was asked for: an official name, a hub id or a file
     predictor: Any | None = None
     missing: str | None = None
-    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -31,7 +30,8 @@ class Served:
                                "ready": self.ready, "saves": sorted(TASKS[self.task].saves)}
         if self.missing:
             out["missing"] = self.missing
-        out.update(self.info)
+        if self.predictor is not None:
+            out.update(_describe(self.predictor))
         return out
 
 
@@ -71,5 +71,5 @@ def load_served(tasks: list[str], specs: dict[str, Any], *, detector: str | None
             text = missing_weights_message(missing, f"the {task} task") if missing else str(e)
             served.append(Served(task, shown, missing=text))
             continue
-        served.append(Served(task, shown, predictor, info=_describe(predictor)))
+        served.append(Served(task, shown, predictor))
     return served
