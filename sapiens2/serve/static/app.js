@@ -117,7 +117,8 @@ async function runTask(task, c) {
   c.append(links);
   const meta = document.createElement("p");
   meta.className = "meta";
-  const people = body.result && body.result.instances ? `${body.result.instances.length} people · ` : "";
+  const n = body.result && body.result.instances ? body.result.instances.length : null;
+  const people = n === null ? "" : `${n} ${n === 1 ? "person" : "people"} · `;
   meta.textContent = `${people}${body.image_size[1]}×${body.image_size[0]} · ` +
     `${Math.round(performance.now() - started)} ms`;
   c.append(meta);
