@@ -283,6 +283,36 @@ def test_weights_missing_says_which_and_how(tmp_path):
         assert c.get("/healthz").json()["status"] == "degraded"
 
 
+def test_image_urls_only_when_allowed_and_bounded():
+    import http.server
+
+    class Photos(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = {"/a.jpg": jpeg(), "/big.jpg": b"\xff\xd8" + b"0" * 5000}.get(self.path)
+            self.send_response(200 if body else 404)
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args):
+            pass
+
+    photos = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Photos)
+    threading.Thread(target=photos.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{photos.server_address[1]}"
+    served = [Served("seg", "tiny", tiny_predictor("seg"))]
+    try:
+        with serve(served, allow_urls=True, limits=Limits(max_upload_bytes=4096)) as s, \
+                httpx.Client(base_url=s.url, timeout=60) as c:
+            r = c.post("/v1/seg", data={"url": f"{base}/a.jpg"})
+            assert r.status_code == 200 and r.json()["image_size"] == [48, 36]
+            assert "over the limit" in error_of(c.post("/v1/seg", data={"url": f"{base}/big.jpg"}), 413)
+            error_of(c.post("/v1/seg", data={"url": f"{base}/missing.jpg"}), 422, "url_unreachable")
+            error_of(c.post("/v1/seg", data={"url": "file:///etc/passwd"}), 422, "bad_url")
+            error_of(c.post("/v1/seg", data={"url": f"{base}/a.jpg"}, files=upload(jpeg())), 422)
+    finally:
+        photos.shutdown()
+
+
 # ------------------------------------------------------------------------------------------------ fuzzing
 
 
