@@ -65,6 +65,10 @@ class ServerState:
         self.metrics.gauge("sapiens2_in_flight", "Prediction requests being handled.",
                            lambda: {"": self.in_flight})
 
+    def count_in_flight(self, change: int) -> None:
+        with self._lock:
+            self.in_flight += change
+
     async def in_pool(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
@@ -233,8 +237,7 @@ def _routes(app: FastAPI, state: ServerState) -> None:
         data, name = await _upload(request, state, image, url)
         if state.shutting_down:
             raise ServeError(503, "shutting_down", "the server is shutting down; retry on another instance")
-        with state._lock:
-            state.in_flight += 1
+        state.count_in_flight(+1)
         try:
             body = await asyncio.wait_for(_predict(state, served, data, name, given, options),
                                           state.limits.timeout_s)
@@ -242,8 +245,7 @@ def _routes(app: FastAPI, state: ServerState) -> None:
             raise ServeError(504, "timeout", f"the {task} request took longer than {state.limits.timeout_s:g} s "
                              "(the server's --timeout)") from None
         finally:
-            with state._lock:
-                state.in_flight -= 1
+            state.count_in_flight(-1)
         if isinstance(body, Response):
             return body
         return JSONResponse(body)

@@ -15,6 +15,7 @@ from sapiens2.runner.cli import EXIT_USAGE, _at_least, parse_input_size
 __all__ = ["add_serve_parser", "build_app"]
 
 DEFAULT_TASKS = "pose,seg,normal"
+GPU_BATCH = 8  # --max-batch's default on an accelerator (see BENCHMARKS.md for the CPU's 1)
 
 
 def _positive(text: str) -> float:
@@ -59,8 +60,9 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
                    help="pose: average with the mirrored crop's heatmaps (default on)")
     g = p.add_argument_group("batching")
-    g.add_argument("--max-batch", type=_at_least(1), default=8, metavar="N",
-                   help="requests gathered into one forward pass (default 8; 1 turns batching off)")
+    g.add_argument("--max-batch", type=_at_least(1), default=None, metavar="N",
+                   help=f"requests gathered into one forward pass (default {GPU_BATCH} on a GPU, 1 on a CPU, where "
+                        "batching does not pay; 1 turns batching off)")
     g.add_argument("--max-wait-ms", type=_non_negative, default=10.0, metavar="MS",
                    help="how long the first request of a batch waits for others (default 10)")
     g.add_argument("--workers", type=_at_least(1), default=4, metavar="N",
@@ -93,15 +95,16 @@ def build_app(args: argparse.Namespace) -> Any:
     tasks = _tasks(args.tasks)
     specs = _models(args.model, tasks)
     device = resolve_device(args.device)
+    max_batch = args.max_batch or (1 if device.type == "cpu" else GPU_BATCH)
     served = load_served(tasks, specs, detector=None if args.detector == "none" else "rtmdet", device=device,
-                         dtype=args.dtype, batch_size=args.max_batch, input_size=args.input_size,
+                         dtype=args.dtype, batch_size=max_batch, input_size=args.input_size,
                          allow_pickle=args.allow_pickle, flip_test=args.flip_test)
     for s in served:
         if s.missing:
             print(f"warning: {s.task} is not served: {s.missing}", file=sys.stderr)
     limits = Limits(max_upload_bytes=int(args.max_upload_mb * MIB), max_pixels=args.max_pixels,
                     timeout_s=args.timeout, max_queue=args.max_queue)
-    return create_app(served, limits=limits, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+    return create_app(served, limits=limits, max_batch=max_batch, max_wait_ms=args.max_wait_ms,
                       workers=args.workers, allow_urls=args.allow_urls)
 
 

@@ -461,3 +461,17 @@ def test_cli_usage_errors_exit_2(capsys):
     assert "TASK=MODEL" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["serve", "--max-batch", "0"])
+
+
+def test_cli_batches_by_default_only_on_an_accelerator():
+    from sapiens2.cli import build_parser
+    from sapiens2.serve.cli import GPU_BATCH, build_app
+
+    parser = build_parser()
+    app = build_app(parser.parse_args(["serve", "--tasks", "seg", "--device", "cpu"]))  # weights missing: fast
+    assert app.state.sapiens2.batching["max_batch"] == 1 and not app.state.sapiens2.served["seg"].ready
+    app = build_app(parser.parse_args(["serve", "--tasks", "seg", "--device", "cpu", "--max-batch", "4",
+                                       "--max-upload-mb", "0.5", "--timeout", "7"]))
+    state = app.state.sapiens2
+    assert state.batching["max_batch"] == 4 and state.limits.max_upload_bytes == 1 << 19
+    assert state.limits.timeout_s == 7 and GPU_BATCH > 1
