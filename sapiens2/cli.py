@@ -208,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sapiens2.pretrain.cli import add_pretrain_parser
 
     add_pretrain_parser(sub)
+
+    from sapiens2.serve.cli import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

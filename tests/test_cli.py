@@ -194,3 +194,27 @@ def test_every_option_of_every_command_has_help():
             if not action.help and not isinstance(action, argparse._HelpAction):
                 missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}")
     assert missing == []
+
+
+def test_demo_without_network_or_weights_fails_fast_with_one_line_per_file(tmp_path):
+    """No hub (a closed local port) and no weights: a few seconds, one line per missing file, one fix, exit 2."""
+    import os
+    import time
+
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"),
+           "SAPIENS_CHECKPOINT_ROOT": str(tmp_path / "none"), "SAPIENS_V1_CHECKPOINT_ROOT": str(tmp_path / "none1")}
+    env.pop("HF_HUB_OFFLINE", None)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", "from sapiens2.cli import main; raise SystemExit(main(['demo']))"],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    missing = [line for line in lines if line.startswith("missing: ")]
+    assert [m.split()[2] for m in missing] == ["(sapiens2-pose-0.4b):", "(sapiens2-seg-0.4b):", "(sapiens2-normal-0.4b):",
+                                              "(rtmdet-m-person):"]
+    fix = lines[-1]
+    assert "sapiens2 download sapiens2-pose-0.4b" in fix and "hf download" in fix and "HF_HUB_OFFLINE=1" in fix
+    assert "Retrying" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "sapiens2_demo").exists()
+    assert elapsed < 30  # about 2 s on an idle machine; the hub is tried once, not once per file with retries

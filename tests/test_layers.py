@@ -26,7 +26,8 @@ LAYERS = {
     "tasks": 4, "train": 4,
     "pretrain": 5,
     "runner": 6,
-    "cli": 7, "__main__": 8, "cli_reference": 8,
+    "serve": 7,  # the HTTP server: the predictors, and the runner's option parsing and demo photo
+    "cli": 8, "__main__": 9, "cli_reference": 9,
 }
 
 

@@ -360,7 +360,7 @@ def _print_summary(summary: Any, out: Path) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from sapiens2.tasks.models import missing_weights, model_name
+    from sapiens2.tasks.models import missing_weights, missing_weights_message, model_name
     from sapiens2.tasks.outputs import file_suffixes
 
     try:
@@ -373,12 +373,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         names.append("rtmdet-m-person")
     missing = missing_weights(names)
     if missing:
-        listed = "\n".join(f"  - {name}: {msg.splitlines()[0]}" for name, msg in missing)
-        print(f"error: the demo needs weights that are not on this machine:\n{listed}\n\n"
-              f"Get them (about 1 GB each for 0.4b) with:\n\n    sapiens2 download {' '.join(n for n, _ in missing)}\n\n"
-              "or put the files in the reference layout under $SAPIENS_CHECKPOINT_ROOT (default ~/sapiens2_host), "
-              "e.g. pose/sapiens2_0.4b_pose.safetensors and detector/rtmdet_m.pth; `sapiens2 models` shows "
-              "what is found.", file=sys.stderr)
+        print(f"error: {missing_weights_message(missing, 'the demo')}", file=sys.stderr)
         return EXIT_USAGE
     photo = demo_photo()
     if not photo.is_file():

@@ -13,10 +13,12 @@ import re
 import torch
 from torch import nn
 
+from sapiens2.fetch import CheckpointNotFoundError, missing_report
 from sapiens2.task_table import TASKS
 from sapiens2.zoo import MODELS
 
-__all__ = ["ModelSpec", "load_network", "missing_weights", "model_name", "resolve_device", "resolve_dtype"]
+__all__ = ["ModelSpec", "load_network", "missing_weights", "missing_weights_message", "model_name", "resolve_device",
+           "resolve_dtype"]
 
 ModelSpec = str | os.PathLike | nn.Module | None
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
@@ -103,14 +105,21 @@ def load_network(task: str, spec: ModelSpec, device: str | torch.device | None =
     return net
 
 
-def missing_weights(names: list[str]) -> list[tuple[str, str]]:
-    """(name, message) for each official model whose file is neither local nor obtainable now."""
-    from sapiens2.hub import CheckpointNotFoundError, resolve
+def missing_weights(names: list[str]) -> list[CheckpointNotFoundError]:
+    """The error of each official model whose file is neither local nor obtainable now (the hub is asked at
+    most once per run: see `sapiens2.fetch`)."""
+    from sapiens2.hub import resolve
 
     missing = []
     for name in names:
         try:
             resolve(name)
         except CheckpointNotFoundError as e:
-            missing.append((name, str(e)))
+            missing.append(e)
     return missing
+
+
+def missing_weights_message(missing: list[CheckpointNotFoundError], needed_by: str = "the demo") -> str:
+    """What to tell a person whose `needed_by` lacks these weights: one line per file, then the one fix. The
+    CLI's demo and the server say exactly this."""
+    return f"{needed_by} needs weights that are not on this machine:\n{missing_report(missing)}"
