@@ -40,6 +40,7 @@ from sapiens2.runner import ray_table as T
 from sapiens2.runner.errors import Failures
 from sapiens2.runner.pipeline import RunSummary
 from sapiens2.runner.progress import Progress
+from sapiens2.runner.resume import sweep_temp_files
 from sapiens2.runner.ray_stages import Failure, Stage, connect, dataset_of, iter_rows, run_stages
 from sapiens2.runner.sources import Source, collect_sources, plan_outputs, previous_outputs
 from sapiens2.tasks.outputs import FILES, file_suffixes, output_stem
@@ -322,6 +323,8 @@ def run_ray(make_jobs: Callable[[], list[Any]], collected: _Collected, options: 
     start = time.perf_counter()
     summary = RunSummary()
     done = T.done_keys(options.out, options.spec)
+    if not _is_uri(options.out):
+        sweep_temp_files(Path(options.out))  # what a killed job left half-written
     todo = [i for i in collected.inputs if i.key not in done]
     summary.skipped = len(collected.inputs) - len(todo)
     progress = Progress(len(todo), options.progress)

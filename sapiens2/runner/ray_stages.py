@@ -25,8 +25,9 @@ import copyreg
 import io
 import os
 import pickle
+import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -68,6 +69,9 @@ class Stage:
     batch_size: int = 16
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    #: tells this stage from another one of the same name: worker processes outlive jobs, and a CPU stage's
+    #: function is kept per worker under this token
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True)
@@ -136,13 +140,16 @@ def iter_rows(dataset: Any) -> Iterator[Row]:
 # ---------------------------------------------------------------------------------------- inside workers
 
 
-_BUILT: dict[str, StageFn] = {}  # per worker process: CPU stages are built once, not once per batch
+_BUILT: dict[str, StageFn] = {}  # per worker process: CPU stages are built once per job, not once per batch
+_KEEP = 8  # functions kept per worker (the latest stages)
 
 
 def _apply_task(batch: dict[str, Any], stage: Stage) -> dict[str, Any]:
-    fn = _BUILT.get(stage.name)
+    fn = _BUILT.get(stage.token)
     if fn is None:
-        fn = _BUILT[stage.name] = stage.make()
+        while len(_BUILT) >= _KEEP:
+            _BUILT.pop(next(iter(_BUILT)))
+        fn = _BUILT[stage.token] = stage.make()
     return _apply(fn, stage.name, batch)
 
 
