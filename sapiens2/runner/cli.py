@@ -132,6 +132,8 @@ def _ray_options(p: argparse.ArgumentParser) -> None:
                    help="ray: network replicas, each in its own actor (one per GPU; default 1)")
     g.add_argument("--gpus-per-actor", type=float, default=None, metavar="G",
                    help="ray: GPUs each actor reserves (default 1 when the cluster has GPUs, else 0)")
+    g.add_argument("--cpus-per-actor", type=float, default=1.0, metavar="C",
+                   help="ray: CPUs each actor reserves; a CPU network computes with that many threads (default 1)")
     g.add_argument("--maps", default="bytes", choices=["bytes", "files"],
                    help="ray: dense maps, pictures and arrays as bytes columns of the rows (default), or as the "
                         "local engine's files beside them (their paths in the rows)")
@@ -378,6 +380,7 @@ def _run_ray(tasks: list[str], args: argparse.Namespace, inputs: list[str]) -> i
     from sapiens2.io.images import DEFAULT_MAX_PIXELS
 
     options = R.RayOptions(out, spec, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                           cpus_per_actor=args.cpus_per_actor,
                            batch_size=args.batch_size, shard_rows=args.shard_rows, prepare_threads=args.readers,
                            max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, address=args.ray_address,
                            progress=False if args.no_progress else None)

@@ -342,7 +342,7 @@ def run_ray(make_jobs: Callable[[], list[Any]], collected: _Collected, options: 
             stages = [
                 Stage("decode", _decode_stage(options.max_pixels), batch_size=options.decode_batch),
                 Stage("inference", _predict_stage(make_jobs, options.batch_size, options.prepare_threads),
-                      actors=options.actors, batch_size=options.batch_size * 2, num_cpus=options.cpus_per_actor,
+                      actors=options.actors, batch_size=options.batch_size, num_cpus=options.cpus_per_actor,
                       num_gpus=gpus),
                 Stage("write", _encode_stage(options.out, options.spec), batch_size=options.shard_rows),
             ]
