@@ -377,6 +377,16 @@ def _run_ray(tasks: list[str], args: argparse.Namespace, inputs: list[str]) -> i
     probe = Job("pose", None, frozenset(), boxes=given)
     covered = bool(given) and all(probe.given_boxes(i.source) is not None for i in collected.inputs)
     stand_in = [] if covered else [Source("image", Path("_"), path=Path("_"))]
+    if not args.ray_address:  # a local Ray: check the weights here (a cluster's nodes may hold their own)
+        from sapiens2.tasks.models import missing_weights, model_name
+
+        specs = _models(args.model, tasks)
+        names = [model_name(t, specs[t]) for t in tasks]
+        if "pose" in tasks and args.detector == "rtmdet" and not covered:
+            names.append("rtmdet-m-person")
+        missing = missing_weights(names)
+        if missing:
+            return _error("\n".join(message for _, message in missing))
     from sapiens2.io.images import DEFAULT_MAX_PIXELS
 
     options = R.RayOptions(out, spec, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
@@ -390,7 +400,7 @@ def _run_ray(tasks: list[str], args: argparse.Namespace, inputs: list[str]) -> i
         Path(out).mkdir(parents=True, exist_ok=True)
     try:
         summary = R.run_ray(functools.partial(build_jobs, tasks, args, stand_in), collected, options)
-    except ValueError as e:
+    except (ValueError, R.JobFailed) as e:
         return _error(str(e))
     _print_summary(summary, Path(out) if "://" not in out else out)
     return summary.exit_code

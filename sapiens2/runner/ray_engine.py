@@ -46,7 +46,12 @@ from sapiens2.runner.sources import Source, collect_sources, plan_outputs, previ
 from sapiens2.tasks.outputs import FILES, file_suffixes, output_stem
 from sapiens2.tasks.several import attach_masks
 
-__all__ = ["RayInput", "RayOptions", "collect_inputs", "run_ray"]
+__all__ = ["JobFailed", "RayInput", "RayOptions", "collect_inputs", "run_ray"]
+
+
+class JobFailed(RuntimeError):
+    """The Ray job itself stopped (an actor could not load its network, the cluster went away); the shards
+    already written stay, and a rerun goes on from them."""
 
 
 @dataclass
@@ -319,6 +324,7 @@ def run_ray(make_jobs: Callable[[], list[Any]], collected: _Collected, options: 
     """Run the job on a Ray cluster (or a local Ray); returns what happened, in the local runner's terms.
     errors.parquet (and for a local --out errors.json) are written in every case."""
     import ray.data
+    import ray.exceptions
 
     start = time.perf_counter()
     summary = RunSummary()
@@ -357,6 +363,8 @@ def run_ray(make_jobs: Callable[[], list[Any]], collected: _Collected, options: 
                 progress.update(1)
     except KeyboardInterrupt:
         summary.interrupted = True
+    except ray.exceptions.RayError as e:
+        raise JobFailed(f"the Ray job stopped after {summary.images_done} image(s): {_first_line(e)}") from e
     finally:
         progress.close()
         if started:
@@ -369,6 +377,13 @@ def run_ray(make_jobs: Callable[[], list[Any]], collected: _Collected, options: 
         summary.errors_path = failures.write(options.out)
     summary.seconds = time.perf_counter() - start
     return summary
+
+
+def _first_line(exc: BaseException) -> str:
+    """The root cause's message: Ray wraps a worker's exception in several layers of traceback."""
+    cause = getattr(exc, "cause", None) or exc
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
 
 
 class _Failures(Failures):

@@ -87,8 +87,12 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     """Join the Ray cluster at `address` ("auto": the one this machine belongs to), or start a local one with
     `num_cpus` (None: all). Returns whether this call started Ray (then the caller shuts it down). Workers of
     a local Ray import this same sapiens2 (its folder goes first on their PYTHONPATH)."""
+    import logging
+
     import ray
 
+    if quiet:  # the job's own progress and summary say what matters; Ray Data's plan logs go to its log files
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
         return False
     if address:

@@ -217,3 +217,13 @@ def test_stage_runner_isolates_failures_and_skips_failed_rows(local_ray):
     assert {k: r.value for k, r in rows.items() if r.failure is None} == {"k0": 1, "k2": 21, "k6": 61}
     assert rows["k1"].failure == Failure("decode", "odd", "ValueError")
     assert rows["k4"].failure == Failure("inference", "forty", "RuntimeError")
+
+
+def test_missing_weights_and_bad_options_are_usage_errors_before_any_job(tmp_path, capsys):
+    photo = write_photo(tmp_path / "in" / "p.jpg")
+    assert cli("run", "--tasks", "seg", "--model", tmp_path / "none.safetensors", photo, "--engine", "ray",
+               "--out", tmp_path / "out") == 2
+    assert "none.safetensors: no such checkpoint file" in capsys.readouterr().err
+    assert cli("run", "--tasks", "seg", photo, "--engine", "ray", "--maps", "files", "--out", "s3://b/x") == 2
+    assert "on a local --out only" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "results").exists()
