@@ -22,6 +22,7 @@ the record), and redoes the failed ones.
 
 from __future__ import annotations
 
+import functools
 import os
 import tarfile
 import tempfile
@@ -42,7 +43,7 @@ from sapiens2.runner.pipeline import RunSummary
 from sapiens2.runner.progress import Progress
 from sapiens2.runner.resume import sweep_temp_files
 from sapiens2.runner.ray_stages import Failure, Stage, connect, dataset_of, iter_rows, run_stages
-from sapiens2.runner.sources import Source, collect_sources, plan_outputs, previous_outputs
+from sapiens2.runner.sources import Source, collect_sources, plan_outputs, previous_outputs, write_manifest
 from sapiens2.tasks.outputs import FILES, file_suffixes, output_stem
 from sapiens2.tasks.several import attach_masks
 
@@ -104,17 +105,19 @@ def collect_inputs(entries: Sequence[str], out: str, suffixes: Callable[[Source]
     """Every input of the command line as a `RayInput`, output names planned as the local runner plans them
     (`plan_outputs`), plus what gave nothing. Videos are reported: they need the local engine."""
     found = _Collected()
-    local = [e for e in entries if not (_is_uri(e) or e.lower().endswith((".parquet", ".tar")))]
+    local: list[str] = []
     extra: list[RayInput] = []
     for entry in entries:
-        if entry in local:
+        low = entry.lower()
+        if not (_is_uri(entry) or low.endswith((".parquet", ".tar"))):
+            local.append(entry)
             continue
         try:
-            if entry.lower().endswith(".parquet"):
+            if low.endswith(".parquet"):
                 paths = _table_paths(entry)
                 extra += [_remote_input(p) for p in paths if _is_uri(p)]
                 local += [p for p in paths if not _is_uri(p)]
-            elif entry.lower().endswith(".tar"):
+            elif low.endswith(".tar"):
                 extra += _shard_inputs(entry)
             else:
                 extra.append(_remote_input(entry))
@@ -161,8 +164,8 @@ def _shard_inputs(uri: str) -> list[RayInput]:
     with filesystem.open_input_file(path) as f, tarfile.open(fileobj=f, mode="r|") as tar:
         for member in tar:
             if member.isfile() and _is_image_name(member.name):
-                rel = Path(shard) / member.name.replace(".", "_", member.name.count(".") - 1)
-                rel = rel.parent / output_stem(rel.name)
+                # a WebDataset sample's key is the member's name up to its first dot, as `output_stem` cuts it
+                rel = Path(shard) / Path(member.name).parent / output_stem(member.name)
                 out.append(RayInput(f"{uri}#{member.name}", Source("image", rel, rel_input=member.name), uri=uri,
                                     offset=member.offset_data, size=member.size))
     return out
@@ -171,11 +174,17 @@ def _shard_inputs(uri: str) -> list[RayInput]:
 # ------------------------------------------------------------------------------------------ stages
 
 
+@functools.lru_cache(maxsize=64)
+def _filesystem(uri: str) -> tuple[Any, str]:
+    """A shard's filesystem, opened once per worker for all its members."""
+    return T.open_folder(uri)
+
+
 def _read(item: RayInput, max_pixels: int | None) -> np.ndarray:
     """The photo, decoded exactly as the local runner decodes it."""
     if item.uri is None:
         return read_image(item.source.path, max_pixels=max_pixels)
-    filesystem, path = T.open_folder(item.uri)
+    filesystem, path = _filesystem(item.uri)
     with filesystem.open_input_file(path) as f:
         if item.offset is not None:
             f.seek(item.offset)
@@ -331,6 +340,10 @@ def run_ray(make_jobs: Callable[[], list[Any]], collected: _Collected, options: 
     done = T.done_keys(options.out, options.spec)
     if not _is_uri(options.out):
         sweep_temp_files(Path(options.out))  # what a killed job left half-written
+    if options.spec.maps == "files":  # listed, so that no later run takes them for inputs (as the local runner)
+        out_dir = Path(options.out)
+        write_manifest(out_dir, [i.source.out(out_dir, s) for i in collected.inputs for task, kinds in
+                                 options.spec.saves for s in file_suffixes(task, kinds)], [])
     todo = [i for i in collected.inputs if i.key not in done]
     summary.skipped = len(collected.inputs) - len(todo)
     progress = Progress(len(todo), options.progress)

@@ -113,9 +113,11 @@ def test_ray_rows_hold_the_local_engines_results_and_errors(tmp_path, checkpoint
     # --maps files: the local engine's files themselves, beside the rows that name them
     assert cli(*_job(checkpoints, *saves), tmp_path / "in", "--out", files_out, "--engine", "ray",
                "--maps", "files") == 1
+    listed = (files_out / ".sapiens2-outputs").read_text().split()  # never taken for inputs by a later run
     for row in _rows(files_out):
         for column in ("seg.npy", "seg.png", "pose.json", "pose.npz"):
             assert (files_out / row[column]).read_bytes() == (local / row[column]).read_bytes()
+            assert row[column] in listed
 
 
 def test_a_rerun_does_only_the_missing_rows(tmp_path, checkpoints, local_ray, capsys):
