@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import tarfile
 import tempfile
 import time
@@ -47,7 +48,7 @@ from sapiens2.runner.sources import Source, collect_sources, plan_outputs, previ
 from sapiens2.tasks.outputs import FILES, file_suffixes, output_stem
 from sapiens2.tasks.several import attach_masks
 
-__all__ = ["JobFailed", "RayInput", "RayOptions", "collect_inputs", "run_ray"]
+__all__ = ["JobFailed", "RateLog", "RayInput", "RayOptions", "collect_inputs", "run_ray"]
 
 
 class JobFailed(RuntimeError):
@@ -69,7 +70,8 @@ class RayOptions:
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     address: str | None = None  # an existing Ray cluster; None starts a local one
     num_cpus: int | None = None  # of a local Ray (None: all)
-    progress: bool | None = None
+    progress: bool | None = None  # None: a bar on a terminal, else a line every `report_every` seconds
+    report_every: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -347,6 +349,9 @@ def run_ray(make_jobs: Callable[[], list[Any]], collected: _Collected, options: 
     todo = [i for i in collected.inputs if i.key not in done]
     summary.skipped = len(collected.inputs) - len(todo)
     progress = Progress(len(todo), options.progress)
+    log = None
+    if options.progress is None and not sys.stderr.isatty():
+        log = RateLog(len(todo), options.report_every, progress.write)
     failures = _Failures(progress.write)
     for m in collected.missing:
         failures.add_missing(m)
@@ -374,6 +379,8 @@ def run_ray(make_jobs: Callable[[], list[Any]], collected: _Collected, options: 
                 else:
                     failures.add_failure(row.key, row.failure)
                 progress.update(1)
+                if log is not None:
+                    log.update(1)
     except KeyboardInterrupt:
         summary.interrupted = True
     except ray.exceptions.RayError as e:
@@ -397,6 +404,37 @@ def _first_line(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None) or exc
     lines = [line for line in str(cause).splitlines() if line.strip()]
     return lines[-1].strip() if lines else type(exc).__name__
+
+
+class RateLog:
+    """Progress as log lines, for jobs whose stderr is a log file (no bar): done/total, rows/s, ETA."""
+
+    def __init__(self, total: int, every: float, echo: Callable[[str], None],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.every, self.echo, self.clock = total, every, echo, clock
+        self.start = self.last = clock()
+        self.count = 0
+
+    def update(self, n: int = 1) -> None:
+        self.count += n
+        now = self.clock()
+        if now - self.last >= self.every or self.count >= self.total:
+            self.last = now
+            self.echo(self.line(now))
+
+    def line(self, now: float) -> str:
+        rate = self.count / max(now - self.start, 1e-9)
+        eta = (self.total - self.count) / rate if rate > 0 else float("inf")
+        return (f"progress: {self.count}/{self.total} rows, {rate:.2f} rows/s, "
+                f"ETA {_duration(eta)}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds == float("inf"):
+        return "unknown"
+    m, s = divmod(int(round(seconds)), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
 
 
 class _Failures(Failures):

@@ -229,3 +229,17 @@ def test_missing_weights_and_bad_options_are_usage_errors_before_any_job(tmp_pat
     assert cli("run", "--tasks", "seg", photo, "--engine", "ray", "--maps", "files", "--out", "s3://b/x") == 2
     assert "on a local --out only" in capsys.readouterr().err
     assert not (tmp_path / "out" / "results").exists()
+
+
+def test_progress_lines_give_rows_per_second_and_time_left():
+    from sapiens2.runner.ray_engine import RateLog
+
+    now, lines = [0.0], []
+    log = RateLog(10, every=5.0, echo=lines.append, clock=lambda: now[0])
+    for t in (1.0, 2.0, 6.0, 7.0):
+        now[0] = t
+        log.update(1)
+    assert lines == ["progress: 3/10 rows, 0.50 rows/s, ETA 0:00:14"]
+    now[0] = 8.0
+    log.update(6)
+    assert lines[-1] == "progress: 10/10 rows, 1.25 rows/s, ETA 0:00:00"
