@@ -15,8 +15,8 @@ hold exactly the local engine's files (`sapiens2.runner.ray_table` documents the
 
 Inputs: what the local runner takes (files, folders, globs, .txt lists; videos are left to the local engine),
 plus Parquet tables of paths or URIs (a `path` or `uri` column), WebDataset shards (`.tar`: every image member
-is an input, keyed `<shard>#<member>`) and image URIs (anything pyarrow's filesystems reach: s3://, gs://,
-hdfs://, file://). A rerun into the same --out skips every input that has a results row (always: the table is
+is an input, keyed `<shard>#<member>`), and URIs of images or folders (anything pyarrow's filesystems reach:
+s3://, gs://, hdfs://, file://; a folder is listed recursively). A rerun into the same --out skips every input that has a results row (always: the table is
 the record), and redoes the failed ones.
 """
 
@@ -121,8 +121,10 @@ def collect_inputs(entries: Sequence[str], out: str, suffixes: Callable[[Source]
                 local += [p for p in paths if not _is_uri(p)]
             elif low.endswith(".tar"):
                 extra += _shard_inputs(entry)
-            else:
+            elif _is_image_name(entry):
                 extra.append(_remote_input(entry))
+            else:
+                extra += _remote_folder(entry)
         except (OSError, ValueError, tarfile.TarError) as e:
             found.missing.append(MissingInput(entry, f"cannot read it: {e}"))
     exclude = previous_outputs(Path(out)) if not _is_uri(out) else set()
@@ -156,6 +158,23 @@ def _remote_input(uri: str) -> RayInput:
     parent, _, name = tail.rpartition("/")
     rel = Path(parent.rpartition("/")[2] or "_") / output_stem(name)
     return RayInput(uri, Source("image", rel, rel_input=name), uri=uri)
+
+
+def _remote_folder(uri: str) -> list[RayInput]:
+    """Every image under a folder URI (recursively, hidden names skipped, in name order)."""
+    from pyarrow import fs as pafs
+
+    filesystem, path = T.open_folder(uri)
+    if filesystem.get_file_info(path).type != pafs.FileType.Directory:
+        raise ValueError("neither an image nor a folder")
+    found = filesystem.get_file_info(pafs.FileSelector(path, recursive=True))
+    base = uri.rstrip("/")
+    names = sorted(f.path[len(path.rstrip("/")) + 1:] for f in found
+                   if f.type == pafs.FileType.File and _is_image_name(f.base_name)
+                   and not any(part.startswith(".") for part in f.path[len(path):].split("/")))
+    if not names:
+        raise ValueError("no image in this folder")
+    return [_remote_input(f"{base}/{name}") for name in names]
 
 
 def _shard_inputs(uri: str) -> list[RayInput]:

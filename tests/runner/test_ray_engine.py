@@ -146,7 +146,7 @@ def test_a_rerun_does_only_the_missing_rows(tmp_path, checkpoints, local_ray, ca
     assert "holds rows of another run" in capsys.readouterr().err
 
 
-def test_webdataset_shard_members_are_inputs(tmp_path, checkpoints, local_ray):
+def test_webdataset_shards_and_folder_uris_are_inputs(tmp_path, checkpoints, local_ray):
     photos = [write_photo(tmp_path / "in" / f"s{i}.jpg", 40, 30, seed=i) for i in range(2)]
     shard = tmp_path / "shard-000.tar"
     with tarfile.open(shard, "w") as tar:
@@ -155,14 +155,16 @@ def test_webdataset_shard_members_are_inputs(tmp_path, checkpoints, local_ray):
         info = tarfile.TarInfo("s9.jpg")  # a broken member fails alone
         info.size = 5
         tar.addfile(info, io.BytesIO(b"nope!"))
+    remote = write_photo(tmp_path / "bucket" / "deep" / "r0.png", 30, 40, seed=7)  # a folder URI, listed
     out, local = tmp_path / "out", tmp_path / "local"
     job = ["run", "--tasks", "seg", "--model", checkpoints["seg"], "--input-size", DENSE_SIZE, "--save", "npz"]
-    assert cli(*job, shard, "--out", out, "--engine", "ray") == 1
+    assert cli(*job, shard, (tmp_path / "bucket").as_uri(), "--out", out, "--engine", "ray") == 1
     assert cli(*job, tmp_path / "in", "--out", local) == 0
     rows = {r["key"]: r for r in _rows(out)}
     for p in photos:
         assert rows[f"{shard}#{p.stem}.jpg"]["seg.npy"] == (local / f"{p.stem}_seg.npy").read_bytes()
     assert [e["file"] for e in json.loads((out / "errors.json").read_text())["errors"]] == [f"{shard}#s9.jpg"]
+    assert np.load(io.BytesIO(rows[remote.as_uri()]["seg.npy"])).shape == (30, 40)
 
 
 def test_the_schema_is_the_documented_one():
