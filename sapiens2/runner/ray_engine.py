@@ -294,10 +294,11 @@ def _encode_stage(out: str, spec: T.TableSpec) -> Callable[[], Callable[[list[An
                 shard = T.write_shard(good, out, spec)
             except Exception as e:  # noqa: BLE001 - the whole shard is lost: every row of it failed
                 return [r if isinstance(r, Failure) else Failure.of("write", e) for r in records]
-            meta = _keypoint_metadata(items[0][2], items[0][3])
-            # the keypoint names (pose_keypoints.json) travel once per shard, not once per row
+            # the keypoint names (pose_keypoints.json) travel once per shard, with its first row
+            first = next(i for i, r in enumerate(records) if not isinstance(r, Failure))
+            meta = _keypoint_metadata(items[first][2], items[first][3])
             return [r if isinstance(r, Failure) else {"name": r["name"], "shard": shard,
-                                                      "keypoints": meta if i == 0 else None}
+                                                      "keypoints": meta if i == first else None}
                     for i, r in enumerate(records)]
         return encode
     return make
