@@ -10,6 +10,7 @@ start (bad option, missing weights, no input); 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -122,6 +123,27 @@ def _common(p: argparse.ArgumentParser, *, inputs: bool = True, out_default: str
                    help="match people where they were last seen, not where their motion puts them")
 
 
+def _ray_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine (see README, \"Millions of images\")")
+    g.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: this machine, files per image (default); ray: a Ray Data job writing Parquet "
+                        "rows under --out (inputs may also be Parquet tables of paths/URIs, WebDataset .tar shards "
+                        "and URIs)")
+    g.add_argument("--ray-address", metavar="ADDRESS",
+                   help="ray: the cluster to join (auto: this machine's); default: start a local Ray")
+    g.add_argument("--actors", type=_at_least(1), default=1, metavar="N",
+                   help="ray: network replicas, each in its own actor (one per GPU; default 1)")
+    g.add_argument("--gpus-per-actor", type=float, default=None, metavar="G",
+                   help="ray: GPUs each actor reserves (default 1 when the cluster has GPUs, else 0)")
+    g.add_argument("--cpus-per-actor", type=float, default=1.0, metavar="C",
+                   help="ray: CPUs each actor reserves; a CPU network computes with that many threads (default 1)")
+    g.add_argument("--maps", default="bytes", choices=["bytes", "files"],
+                   help="ray: dense maps, pictures and arrays as bytes columns of the rows (default), or as the "
+                        "local engine's files beside them (their paths in the rows)")
+    g.add_argument("--shard-rows", type=_at_least(1), default=64, metavar="N",
+                   help="ray: images per Parquet shard (default 64)")
+
+
 def add_task_commands(sub: Any) -> None:
     """Register the task sub-commands on the `sapiens2` sub-parsers (one per task of the task table)."""
     from sapiens2.task_table import TASKS
@@ -142,6 +164,7 @@ def add_task_commands(sub: Any) -> None:
     _common(p)
     p.add_argument("--model", "-m", action="append", default=[], metavar="[TASK=]MODEL",
                    help="a size for every task (--model 1b) or per task (--model seg=1b --model pose=PATH)")
+    _ray_options(p)
     p.set_defaults(func=_cmd_task)
 
     p = sub.add_parser("demo", help="run the default models on the bundled photo and write pictures",
@@ -268,6 +291,8 @@ def _cmd_task(args: argparse.Namespace) -> int:
         return _error(str(e))
     if not args.inputs and args.webcam is None:
         return _error("give at least one INPUT (file, folder, glob, .txt list, video) or --webcam INDEX")
+    if getattr(args, "engine", "local") == "ray":
+        return _run_ray(tasks, args, args.inputs)
     return _run(tasks, args, args.inputs)
 
 
@@ -320,6 +345,71 @@ def _run(tasks: list[str], args: argparse.Namespace, inputs: list[str]) -> int:
           f"{args.batch_size} -> {out}", file=sys.stderr)
     summary = run_jobs(jobs, sources, options, missing)
     _print_summary(summary, out)
+    return summary.exit_code
+
+
+def _run_ray(tasks: list[str], args: argparse.Namespace, inputs: list[str]) -> int:
+    """`--engine ray`: the same jobs (`build_jobs`, built in each actor) as stages of a Ray Data job."""
+    from sapiens2.runner import ray_engine as R
+    from sapiens2.runner.ray_table import TableSpec
+    from sapiens2.runner.sources import Source
+    from sapiens2.tasks.outputs import file_suffixes, parse_saves
+
+    if args.webcam is not None:
+        return _error("--engine ray reads files, not a webcam")
+    out = args.out or DEFAULT_OUT
+    try:
+        saves = tuple((t, parse_saves(args.save, t)) for t in tasks)
+        for task, kinds in saves:
+            if not kinds:
+                raise ValueError(f"--save {args.save}: nothing for {task} to write")
+        spec = TableSpec(saves, args.maps, args.keypoint_format)
+        if "://" in out and args.maps == "files":
+            raise ValueError(f"--out {out}: --maps files writes files beside the rows, on a local --out only")
+        if "://" not in out and Path(out).exists() and not Path(out).is_dir():
+            raise ValueError(f"--out {out}: is a file, not a folder")
+        _models(args.model, tasks)
+        given = _given_boxes(args.boxes)
+    except ValueError as e:
+        return _error(str(e))
+    kinds = dict(saves)
+    collected = R.collect_inputs(inputs, out, lambda s: [x for t in tasks for x in file_suffixes(t, kinds[t])])
+    if not collected.inputs:
+        for m in collected.missing:
+            print(f"error: {m}", file=sys.stderr)
+        return _error("no image to process")
+    # the actors build the jobs; one uncovered stand-in source keeps the detector unless --boxes covers all
+    from sapiens2.runner.jobs import Job
+
+    probe = Job("pose", None, frozenset(), boxes=given)
+    covered = bool(given) and all(probe.given_boxes(i.source) is not None for i in collected.inputs)
+    stand_in = [] if covered else [Source("image", Path("_"), path=Path("_"))]
+    if not args.ray_address:  # a local Ray: check the weights here (a cluster's nodes may hold their own)
+        from sapiens2.tasks.models import missing_weights, model_name
+
+        specs = _models(args.model, tasks)
+        names = [model_name(t, specs[t]) for t in tasks]
+        if "pose" in tasks and args.detector == "rtmdet" and not covered:
+            names.append("rtmdet-m-person")
+        missing = missing_weights(names)
+        if missing:
+            return _error("\n".join(message for _, message in missing))
+    from sapiens2.io.images import DEFAULT_MAX_PIXELS
+
+    options = R.RayOptions(out, spec, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                           cpus_per_actor=args.cpus_per_actor,
+                           batch_size=args.batch_size, shard_rows=args.shard_rows, prepare_threads=args.readers,
+                           max_pixels=args.max_pixels or DEFAULT_MAX_PIXELS, address=args.ray_address,
+                           progress=False if args.no_progress else None)
+    print(f"sapiens2 {','.join(tasks)} (ray): {len(collected.inputs)} input(s), {args.actors} actor(s), batch "
+          f"{args.batch_size} -> {out}", file=sys.stderr)
+    if "://" not in out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    try:
+        summary = R.run_ray(functools.partial(build_jobs, tasks, args, stand_in), collected, options)
+    except (ValueError, R.JobFailed) as e:
+        return _error(str(e))
+    _print_summary(summary, Path(out) if "://" not in out else out)
     return summary.exit_code
 
 
