@@ -385,15 +385,10 @@ def _run_ray(tasks: list[str], args: argparse.Namespace, inputs: list[str]) -> i
     covered = bool(given) and all(probe.given_boxes(i.source) is not None for i in collected.inputs)
     stand_in = [] if covered else [Source("image", Path("_"), path=Path("_"))]
     if not args.ray_address:  # a local Ray: check the weights here (a cluster's nodes may hold their own)
-        from sapiens2.tasks.models import missing_weights, model_name
-
-        specs = _models(args.model, tasks)
-        names = [model_name(t, specs[t]) for t in tasks]
-        if "pose" in tasks and args.detector == "rtmdet" and not covered:
-            names.append("rtmdet-m-person")
-        missing = missing_weights(names)
+        missing = _missing_weights(tasks, _models(args.model, tasks), args.detector == "rtmdet" and not covered,
+                                   "the job")
         if missing:
-            return _error("\n".join(message for _, message in missing))
+            return _error(missing)
     from sapiens2.io.images import DEFAULT_MAX_PIXELS
 
     options = R.RayOptions(out, spec, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
@@ -449,22 +444,28 @@ def _print_summary(summary: Any, out: Path) -> None:
     print(f"outputs: {out}")
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
+def _missing_weights(tasks: list[str], specs: dict[str, str | None], detector: bool, needed_by: str) -> str | None:
+    """What to say when official weights these tasks need (and the person detector, when pose uses it) are
+    neither here nor obtainable now; None when everything is there. Paths and hub ids are left to loading."""
     from sapiens2.tasks.models import missing_weights, missing_weights_message, model_name
+
+    names = [model_name(t, specs[t]) for t in tasks]
+    if "pose" in tasks and detector:
+        names.append("rtmdet-m-person")
+    missing = missing_weights(names)
+    return missing_weights_message(missing, needed_by) if missing else None
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
     from sapiens2.tasks.outputs import file_suffixes
 
     try:
         tasks = _tasks(args.tasks)
-        specs = _models(args.model, tasks)
-        names = [model_name(t, specs[t]) for t in tasks]
+        missing = _missing_weights(tasks, _models(args.model, tasks), args.detector == "rtmdet", "the demo")
     except ValueError as e:
         return _error(str(e))
-    if "pose" in tasks and args.detector == "rtmdet":
-        names.append("rtmdet-m-person")
-    missing = missing_weights(names)
     if missing:
-        print(f"error: {missing_weights_message(missing, 'the demo')}", file=sys.stderr)
-        return EXIT_USAGE
+        return _error(missing)
     photo = demo_photo()
     if not photo.is_file():
         return _error(f"the bundled demo photo is missing ({photo.name}); reinstall sapiens2")
