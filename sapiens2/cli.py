@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sapiens2.pretrain.cli import add_pretrain_parser
 
     add_pretrain_parser(sub)
+
+    from sapiens2.train.cli import add_shard_parser
+
+    add_shard_parser(sub)
     return parser
 
 

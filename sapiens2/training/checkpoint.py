@@ -100,10 +100,12 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
     keep: int = 0,
     metadata: dict[str, str] | None = None,
+    rank_extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write `<root>/iter_<step>` (every process must call this) and point `<root>/latest` at it.
 
-    `keep` > 0 deletes all but the newest `keep` checkpoints afterwards.
+    `keep` > 0 deletes all but the newest `keep` checkpoints afterwards. `rank_extra`: this process's own plain
+    values (a data stream's position), kept beside its RNG state; `load_checkpoint` returns them.
     """
     root = Path(root)
     final = root / f"iter_{step:07d}"
@@ -116,7 +118,7 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     barrier()
     with atomic_open(tmp / f"rng_rank{info.rank}.pt") as f:
-        torch.save(rng_state(), f)
+        torch.save({**rng_state(), "extra": rank_extra or {}}, f)
     if info.is_main:
         meta = {"step": str(step), **(metadata or {})}
         save_weights(weights, tmp / WEIGHTS, meta)
@@ -166,10 +168,12 @@ def load_checkpoint(
     info: DistInfo,
 ) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and this process's RNG from a checkpoint folder (every process
-    calls it; each reads the full state and keeps its shard). Returns the saved state: step, extra, ..."""
+    calls it; each reads the full state and keeps its shard). Returns the saved state: step, extra, ...,
+    and `rank_extra`, this process's own values (None when another number of processes wrote it)."""
     path = Path(path)
     if is_sharded(path):
-        return load_sharded(path, model, optimizer, info, scheduler)[0]
+        state, rank_extra = load_sharded(path, model, optimizer, info, scheduler)
+        return {**state, "rank_extra": rank_extra}
     opts = StateDictOptions(full_state_dict=True)
     weights = load_file(path / WEIGHTS)
     set_model_state_dict(model, weights, options=opts)
@@ -179,8 +183,12 @@ def load_checkpoint(
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
     rng_file = path / f"rng_rank{info.rank}.pt"
+    state["rank_extra"] = None
     if rng_file.is_file():
-        set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=True))
+        saved = torch.load(rng_file, map_location="cpu", weights_only=True)
+        set_rng_state(saved)
+        if state.get("world_size") == info.world_size:
+            state["rank_extra"] = saved.get("extra", {})
     return state
 
 

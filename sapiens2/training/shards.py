@@ -58,6 +58,15 @@ class ShardError(ValueError):
 # ------------------------------------------------------------------------------------------------ writing
 
 
+def check_shard_folder(folder: str | os.PathLike, prefix: str = "shard") -> None:
+    """A FileExistsError when `folder` is a file or already holds shards (writing would mix two sets)."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} is a file, not a folder")
+    if folder.is_dir() and (any(folder.glob(f"{prefix}-*.tar")) or (folder / INDEX).exists()):
+        raise FileExistsError(f"{folder} already holds shards; write into an empty folder")
+
+
 class ShardWriter:
     """Write samples into `<folder>/<prefix>-NNNNNN.tar`, a new shard every `max_count` samples or `max_bytes`
     bytes, and `index.json` on `close()` (shard names, sample counts, `metadata`). Use as a context manager."""
@@ -67,9 +76,8 @@ class ShardWriter:
         if max_count < 1 or max_bytes < 1:
             raise ValueError(f"max_count and max_bytes must be >= 1, got {max_count} and {max_bytes}")
         self.folder = Path(folder)
+        check_shard_folder(self.folder, prefix)
         self.folder.mkdir(parents=True, exist_ok=True)
-        if any(self.folder.glob(f"{prefix}-*.tar")) or (self.folder / INDEX).exists():
-            raise FileExistsError(f"{self.folder} already holds shards; write into an empty folder")
         self.prefix, self.max_count, self.max_bytes = prefix, max_count, max_bytes
         self.metadata = dict(metadata or {})
         self.shards: list[dict[str, Any]] = []
@@ -123,6 +131,19 @@ class ShardWriter:
         tmp.write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
         os.replace(tmp, self.folder / INDEX)
         return self.folder / INDEX
+
+
+def pack_files(files: Sequence[Path], out: str | os.PathLike, max_count: int = 1000, max_bytes: int = 1 << 30,
+               metadata: dict[str, Any] | None = None, progress: Callable[[int, int], None] | None = None) -> Path:
+    """Files (images, for pretraining) into shards, each as it is (`<key>.<ext>`, no re-encoding) with its
+    original name in `<key>.json`; returns the index path."""
+    with ShardWriter(out, max_count=max_count, max_bytes=max_bytes, metadata=metadata) as w:
+        for i, path in enumerate(files):
+            ext = Path(path).suffix.lower().lstrip(".") or "bin"
+            w.write(f"{i:09d}", {ext: Path(path).read_bytes(), "json": json.dumps({"name": str(path)}).encode()})
+            if progress is not None:
+                progress(i + 1, len(files))
+    return Path(out) / INDEX
 
 
 # ----------------------------------------------------------------------------------------------- the list
