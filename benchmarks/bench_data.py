@@ -153,8 +153,8 @@ def _ckpt_worker(kind: str, phase: str, model: str, folder: str) -> None:
                        options=StateDictOptions(full_state_dict=True))
     dist.barrier()
     seconds = time.perf_counter() - t
-    print("RESULT " + json.dumps({"rank": rt.rank, "seconds": seconds, "base_mib": base, "peak_mib": _status_mib("VmHWM"),
-                                  "params": params}), flush=True)
+    result = {"rank": rt.rank, "seconds": seconds, "base_mib": base, "peak_mib": _status_mib("VmHWM"), "params": params}
+    print("RESULT " + json.dumps(result), flush=True)
     rt.shutdown()
 
 
@@ -171,9 +171,10 @@ def bench_ckpt(args: argparse.Namespace) -> None:
                     sys.exit(res.stderr[-3000:])
                 out = [json.loads(line[7:]) for line in res.stdout.splitlines() if line.startswith("RESULT ")]
                 size = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) / 2**30
+                out.sort(key=lambda o: o["rank"])
                 rows.append([kind, phase, f"{out[0]['params'] / 1e6:.0f}", f"{max(o['seconds'] for o in out):.1f}",
-                             " / ".join(f"{o['peak_mib'] - o['base_mib']:.0f}" for o in sorted(out, key=lambda o: o["rank"])),
-                             " / ".join(f"{o['peak_mib']:.0f}" for o in sorted(out, key=lambda o: o["rank"])),
+                             " / ".join(f"{o['peak_mib'] - o['base_mib']:.0f}" for o in out),
+                             " / ".join(f"{o['peak_mib']:.0f}" for o in out),
                              f"{size:.2f}" if phase == "save" else ""])
     print(f"pretraining state of {args.model} (student + teacher + heads, AdamW), FSDP on 2 CPU processes; {machine()}")
     print_table(["checkpoint", "phase", "params (M)", "seconds", "peak RSS added MiB (rank 0 / 1)",

@@ -66,7 +66,7 @@ def check_config(cfg: TrainConfig) -> None:
     _positive("train.val_every", cfg.train.val_every)
     _positive("train.log_every", cfg.train.log_every)
     if cfg.train.shard_size < 0:
-        raise ConfigError("train.shard_size", f"must be >= 0 (0: the processes of one node), got {cfg.train.shard_size}")
+        raise ConfigError("train.shard_size", f"must be >= 0 (0: one node's processes), got {cfg.train.shard_size}")
     if cfg.data.shuffle_buffer < 1:
         raise ConfigError("data.shuffle_buffer", f"must be >= 1 (1: no shuffling), got {cfg.data.shuffle_buffer}")
     if cfg.data.num_workers < 0:

@@ -213,7 +213,8 @@ def _expand_braces(s: str) -> list[str]:
     if int(hi) < int(lo):
         raise ShardError(f"{s}: the range {{{lo}..{hi}}} is empty")
     width = len(lo)
-    return [n for i in range(int(lo), int(hi) + 1) for n in _expand_braces(s[: m.start()] + f"{i:0{width}d}" + s[m.end():])]
+    return [name for i in range(int(lo), int(hi) + 1)
+            for name in _expand_braces(s[: m.start()] + f"{i:0{width}d}" + s[m.end():])]
 
 
 def open_shard(url: str, timeout_s: float = 60, retries: int = 3) -> io.BufferedIOBase:
@@ -403,7 +404,8 @@ class ShardLoader:
                 log.warning("the data stream was saved with %s process(es) x %s worker(s), resumed with %s x %s: "
                             "each stream restarts at the start of its latest epoch", *state["layout"], *self.layout)
                 epoch = max((p[0] for p in state["positions"].values()), default=0)
-                self.positions = {s: Position(epoch, 0) for s in range(rank * self.layout[1], (rank + 1) * self.layout[1])}
+                mine = range(rank * self.layout[1], (rank + 1) * self.layout[1])
+                self.positions = {s: Position(epoch, 0) for s in mine}
         self.dataset = ShardStream(shards, decode, rank, world_size, num_workers, seed, buffer,
                                    positions=self.positions, first_worker=self.batches)
 
