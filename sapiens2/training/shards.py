@@ -25,6 +25,7 @@ already handed out and asks the workers in the same turn: the batches are those 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -263,8 +264,11 @@ def iter_shard(url: str) -> Iterator[tuple[str, dict[str, bytes | _Member]]]:
     path = url[7:] if url.startswith("file://") else url
     key, files = None, {}
     try:
-        tar = tarfile.open(path, "r:") if local else tarfile.open(fileobj=open_shard(url), mode="r|")
-        with tar:
+        with contextlib.ExitStack() as stack:
+            if local:
+                tar = stack.enter_context(tarfile.open(path, "r:"))
+            else:  # a stream: members in order, their bytes read as they pass
+                tar = stack.enter_context(tarfile.open(fileobj=stack.enter_context(open_shard(url)), mode="r|"))
             for info in tar:
                 if not info.isfile():
                     continue
@@ -362,16 +366,18 @@ class ShardStream(IterableDataset):
         pos = self.positions.get(stream, Position())
         epoch, skip = pos.epoch, pos.ordinal
         while True:
-            n = 0
+            n = used = 0
             for n, (key, files) in enumerate(self.samples(stream, epoch), start=1):
                 if n <= skip:
                     continue
                 rng = np.random.default_rng([self.seed, epoch, stream, n])
                 item = self.decode(key, materialize(files), rng)
                 if item is not None:
+                    used += 1
                     yield item, torch.tensor([stream, epoch, n])
-            if n == 0:
-                raise ShardError(f"stream {stream}: its shards of epoch {epoch} hold no samples")
+            if n == 0 or (used == 0 and skip == 0):  # would loop forever yielding nothing
+                raise ShardError(f"stream {stream}: its shards of epoch {epoch} hold no usable samples "
+                                 f"({n} read, all rejected or unreadable)")
             epoch, skip = epoch + 1, 0
 
 

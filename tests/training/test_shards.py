@@ -168,3 +168,15 @@ def test_rejected_samples_are_skipped_and_counted(shards):
         if len(ids) >= 20:
             break
     assert all(i % 2 for i in ids) and len(set(ids)) == 20
+
+
+def test_a_stream_with_no_usable_sample_is_an_error_not_a_hang(shards):
+    names, _ = expand_shards(shards)
+    loader = ShardLoader(names, lambda key, sample, rng: None, 2, _collate, num_workers=0)
+    with pytest.raises(ShardError, match="no usable samples"):
+        next(iter(loader))
+
+
+def test_file_urls_read_like_paths(shards):
+    names, _ = expand_shards(shards)
+    assert [k for k, _ in iter_shard("file://" + names[0])] == [k for k, _ in iter_shard(names[0])]
