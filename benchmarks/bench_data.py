@@ -115,7 +115,8 @@ def _status_mib(field: str) -> float:
 
 
 def _ckpt_worker(kind: str, phase: str, model: str, folder: str) -> None:
-    """Under torchrun: build the FSDP pretraining state, then save (or load) it `kind` ways; prints JSON."""
+    """Under torchrun: build the FSDP pretraining state, then save (or load) it `kind` ways; each process writes
+    its time and memory to `folder/result_rank<r>.json`."""
     import torch.distributed as dist
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
 
@@ -154,7 +155,7 @@ def _ckpt_worker(kind: str, phase: str, model: str, folder: str) -> None:
     dist.barrier()
     seconds = time.perf_counter() - t
     result = {"rank": rt.rank, "seconds": seconds, "base_mib": base, "peak_mib": _status_mib("VmHWM"), "params": params}
-    print("RESULT " + json.dumps(result), flush=True)
+    (Path(folder) / f"result_rank{rt.rank}.json").write_text(json.dumps(result))
     rt.shutdown()
 
 
@@ -169,9 +170,8 @@ def bench_ckpt(args: argparse.Namespace) -> None:
                 res = subprocess.run(cmd, env=env, capture_output=True, text=True)
                 if res.returncode:
                     sys.exit(res.stderr[-3000:])
-                out = [json.loads(line[7:]) for line in res.stdout.splitlines() if line.startswith("RESULT ")]
+                out = [json.loads((Path(tmp) / f"result_rank{r}.json").read_text()) for r in (0, 1)]
                 size = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) / 2**30
-                out.sort(key=lambda o: o["rank"])
                 rows.append([kind, phase, f"{out[0]['params'] / 1e6:.0f}", f"{max(o['seconds'] for o in out):.1f}",
                              " / ".join(f"{o['peak_mib'] - o['base_mib']:.0f}" for o in out),
                              " / ".join(f"{o['peak_mib']:.0f}" for o in out),
