@@ -224,11 +224,9 @@ class Pretrainer:
                     self.save()
                 if self.step >= cfg.train.num_iters:
                     break
-        found = self.checkpoints()
-        if found and int(_CKPT.search(found[-1].name).group(1)) == self.step:
-            out = self.export_from(found[-1], self.work_dir / EXPORT_NAME, cfg.train.export)
-        else:
-            out = self.export(self.work_dir / EXPORT_NAME, cfg.train.export)
+        # The loop saves at its last step, so that checkpoint holds the final weights (every process takes this
+        # branch without asking the file system, which another node may see later).
+        out = self.export_from(self.ckpt_dir / f"iter_{self.step:07d}", self.work_dir / EXPORT_NAME, cfg.train.export)
         self.print(f"saved the {cfg.train.export} backbone to {out}")
         return out
 
