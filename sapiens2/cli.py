@@ -212,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sapiens2.serve.cli import add_serve_parser
 
     add_serve_parser(sub)
+
+    from sapiens2.train.cli import add_shard_parser
+
+    add_shard_parser(sub)
     return parser
 
 

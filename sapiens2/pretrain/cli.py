@@ -16,8 +16,9 @@ def _configure(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--no-resume", action="store_true",
                         help="start from scratch even if the work dir holds checkpoints")
     parser.add_argument("--export", metavar="CHECKPOINT",
-                        help="do not train: write CHECKPOINT's backbone (train.export picks teacher or student) "
-                             "as a pretrain safetensors file in the work dir, and exit")
+                        help="do not train: write CHECKPOINT's backbone (a checkpoints/iter_N folder or an older "
+                             "step_N.pt; train.export picks teacher or student) as a pretrain safetensors file in "
+                             "the work dir, and exit")
     parser.set_defaults(func=run_pretrain)
     return parser
 

@@ -24,7 +24,7 @@ class ModelConfig:
     arch: str | None = None  # "0.1b" ... "5b", "1b-4k"
     backbone: dict[str, Any] | None = None  # a custom BackboneConfig (fields as in sapiens2.models)
     # Start from weights (a fresh run only; resuming wins): a pretrain safetensors file (student and
-    # teacher backbones) or a training checkpoint `step_N.pt` (student, teacher, heads; new optimizer).
+    # teacher backbones) or a training checkpoint folder `iter_N` (student, teacher, heads; new optimizer).
     init: str | None = None
     grad_checkpointing: bool = False
     rope_dtype: Literal["bfloat16", "float32"] = "bfloat16"
@@ -41,8 +41,12 @@ class TeacherConfig:
 
 @dataclass
 class DataConfig:
-    source: list[str]  # folders (recursive), .txt list files, globs or image files
+    # Folders (recursive), .txt list files, globs or image files; or tar shards (`sapiens2 shard`): a folder
+    # holding an index.json, index.json paths or URLs, `name-{000000..000099}.tar` ranges, .tar paths or URLs.
+    # Shards stream (no list of all images is held); the rest is read as files.
+    source: list[str]
     num_workers: int = 4
+    shuffle_buffer: int = 1000  # shards: samples each stream mixes (more: better mixing, more memory)
 
 
 @dataclass
@@ -65,7 +69,11 @@ class RunConfig:
     num_iters: int = 500_000
     batch_size: int = 8  # images per process per step (each gives 2 global + 4 local views)
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    parallel: Literal["auto", "none", "ddp", "fsdp"] = "auto"  # auto: DDP when launched with torchrun
+    # auto: DDP when launched with torchrun; fsdp shards over all processes; hsdp shards within groups of
+    # `shard_size` processes (0: one node's) and replicates across them. One process: always plain.
+    parallel: Literal["auto", "none", "ddp", "fsdp", "hsdp"] = "auto"
+    shard_size: int = 0
+    compile: bool = False  # torch.compile each transformer block (student and teacher)
     seed: int = 0
     save_every: int = 1000
     log_every: int = 10
@@ -152,6 +160,10 @@ def check_config(cfg: PretrainConfig) -> None:
                     ("train.save_every", r.save_every), ("train.log_every", r.log_every), ("optim.lr", opt.lr)):
         if not v > 0:
             raise ConfigError(name, f"must be > 0, got {v}")
+    if r.shard_size < 0:
+        raise ConfigError("train.shard_size", f"must be >= 0 (0: the processes of one node), got {r.shard_size}")
+    if cfg.data.shuffle_buffer < 1:
+        raise ConfigError("data.shuffle_buffer", f"must be >= 1 (1: no shuffling), got {cfg.data.shuffle_buffer}")
     if cfg.data.num_workers < 0:
         raise ConfigError("data.num_workers", f"must be >= 0, got {cfg.data.num_workers}")
     if not cfg.data.source:

@@ -1,4 +1,5 @@
-"""Unlabelled images for pretraining: a folder (searched recursively), a `.txt` list, or a glob.
+"""Unlabelled images for pretraining: a folder (searched recursively), a `.txt` list, or a glob; or tar shards
+streamed through `sapiens2.training.shards` (`ShardViews` decodes their samples).
 
 Sampling is a function of (seed, epoch, position) only, so a run resumed at any step sees exactly the
 batches it would have seen without stopping: `ResumableSampler` yields this rank's share of a seeded
@@ -16,7 +17,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from sapiens2.io.images import ImageDecodeError, read_image
+import numpy as np
+
+from sapiens2.io.images import IMAGE_EXTENSIONS, ImageDecodeError, decode_image, read_image
 from sapiens2.io.inputs import expand_inputs
 from sapiens2.pretrain.augment import MultiCrop, Views
 
@@ -72,6 +75,27 @@ class PretrainImages(Dataset):
             g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, index))
             return self.transform(image, g)
         raise RuntimeError(f"16 images in a row from index {index} could not be read")
+
+
+class ShardViews:
+    """A shard sample (its first image member, by extension) -> multi-crop views; an unreadable image is logged
+    and dropped (the stream moves on). Picklable, for DataLoader workers."""
+
+    def __init__(self, transform: MultiCrop) -> None:
+        self.transform = transform
+
+    def __call__(self, key: str, sample: dict[str, bytes], rng: np.random.Generator) -> Views | None:
+        ext = next((e for e in sample if f".{e.rpartition('.')[2].lower()}" in IMAGE_EXTENSIONS), None)
+        if ext is None:
+            log.warning("skipping shard sample %s: no image member (has %s)", key, ", ".join(sample))
+            return None
+        try:
+            image = decode_image(sample[ext], f"{key}.{ext}")
+        except ImageDecodeError as e:
+            log.warning("skipping an unreadable image: %s", e)
+            return None
+        g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        return self.transform(image, g)
 
 
 def collate_views(items: Sequence[Views]) -> tuple[torch.Tensor, torch.Tensor]:

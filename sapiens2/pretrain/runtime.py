@@ -16,7 +16,15 @@ from torch import nn
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
-from sapiens2.training.distributed import barrier, choose_parallel, cleanup, init_distributed
+from sapiens2.training.distributed import (
+    DistInfo,
+    barrier,
+    choose_parallel,
+    cleanup,
+    compile_blocks,
+    init_distributed,
+    shard_mesh,
+)
 
 
 @dataclass
@@ -25,18 +33,28 @@ class Runtime:
     world_size: int
     local_rank: int
     device: torch.device
-    parallel: str  # "none", "ddp" or "fsdp"
+    parallel: str  # "none", "ddp", "fsdp" or "hsdp"
+    shard_size: int = 0  # hsdp: processes per shard group (0: one node's)
+
+    @property
+    def info(self) -> DistInfo:
+        return DistInfo(self.rank, self.world_size, self.local_rank, self.device)
+
+    @property
+    def sharded(self) -> bool:
+        return self.parallel in ("fsdp", "hsdp")
 
     @property
     def is_main(self) -> bool:
         return self.rank == 0
 
     @classmethod
-    def start(cls, parallel: str = "auto") -> Runtime:
+    def start(cls, parallel: str = "auto", shard_size: int = 0) -> Runtime:
         """Join the torchrun process group, if any, and pick the device (`sapiens2.training.distributed`).
-        'auto' means DDP under torchrun; DDP / FSDP asked for in a single process run plain."""
+        'auto' means DDP under torchrun; DDP / FSDP / HSDP asked for in a single process run plain."""
         info = init_distributed()
-        return cls(info.rank, info.world_size, info.local_rank, info.device, choose_parallel(parallel, info))
+        return cls(info.rank, info.world_size, info.local_rank, info.device, choose_parallel(parallel, info),
+                   shard_size)
 
     def barrier(self) -> None:
         barrier()
@@ -54,20 +72,24 @@ class Runtime:
         return dict(zip(names, t.tolist()))
 
 
-def wrap_student(student: nn.Module, teacher: nn.Module, rt: Runtime, bf16: bool) -> nn.Module:
+def wrap_student(student: nn.Module, teacher: nn.Module, rt: Runtime, bf16: bool, compile: bool = False) -> nn.Module:
     """The module to call for the student forward. DDP wraps the student (the teacher needs no
-    gradients, hence no wrapper); FSDP shards every transformer block and then the whole of both, the
-    teacher with the same layout so the EMA update is shard-to-shard."""
+    gradients, hence no wrapper); FSDP / HSDP shard every transformer block and then the whole of both, the
+    teacher with the same layout so the EMA update is shard-to-shard. `compile`: each block compiled first."""
+    if compile:
+        compile_blocks([*student.backbone.blocks, *teacher.backbone.blocks])
     if rt.parallel == "none":
         return student
     if rt.parallel == "ddp":
         return DistributedDataParallel(student, device_ids=[rt.device.index] if rt.device.type == "cuda" else None)
-    if rt.parallel == "fsdp":
+    if rt.sharded:
         # The decoder's Linear returns a view of its matmul; nothing here modifies outputs in place.
         warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
 
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else None
-        kwargs = {"mp_policy": mp} if mp is not None else {}
+        kwargs = {"mesh": shard_mesh(rt.parallel, rt.info, rt.shard_size)}
+        if mp is not None:
+            kwargs["mp_policy"] = mp
         for net in (student, teacher):
             for block in net.backbone.blocks:
                 fully_shard(block, **kwargs)

@@ -1,8 +1,14 @@
 """The pretraining loop: data -> masks -> student / teacher step -> AdamW -> EMA; checkpoints and logs.
 
-Everything random in a step is a function of (seed, step, rank) or (seed, epoch, image index), and the
-checkpoint holds the model (student, teacher, EMA centre), the optimizer and the step, so a resumed run
-continues exactly as an uninterrupted one would (bit for bit on CPU).
+Everything random in a step is a function of (seed, step, rank) or (seed, epoch, image index) (shards: (seed,
+epoch, stream, ordinal)), and the checkpoint holds the model (student, teacher, EMA centre), the optimizer, the
+step and each process's data position, so a resumed run continues exactly as an uninterrupted one would (bit for
+bit on CPU with the same process count).
+
+Checkpoints are sharded (`sapiens2.training.checkpoint.save_sharded`): `checkpoints/iter_<N>/`, each process
+writing its own shards, no gathering; they resume on any process count (the data order then changes: the streams
+or the per-rank slices are others). The final backbone is exported from the last checkpoint by the main process,
+reading only the backbone's tensors.
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ import torch
 from torch import nn
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
+    get_model_state_dict,
     get_state_dict,
     set_model_state_dict,
-    set_state_dict,
 )
 from torch.utils.data import DataLoader
 
@@ -36,6 +42,7 @@ from sapiens2.pretrain.config import OptimConfig, PretrainConfig, backbone_confi
 from sapiens2.pretrain.data import (
     PretrainImages,
     ResumableSampler,
+    ShardViews,
     collate_views,
     list_images,
     mix_seed,
@@ -48,15 +55,25 @@ from sapiens2.pretrain.schedules import (
     warmup_cosine,
 )
 from sapiens2.pretrain.ssl_meta_arch import SSLMetaArch
-from sapiens2.training.checkpoint import save_weights
+from sapiens2.training.checkpoint import (
+    LATEST,
+    dcp_load,
+    export_sharded,
+    is_sharded,
+    load_sharded,
+    save_sharded,
+    save_weights,
+)
+from sapiens2.training.config import ConfigError
 from sapiens2.training.optim import build_optimizer as adamw
 from sapiens2.training.optim import clip_gradients, param_groups, pretrain_no_decay
+from sapiens2.training.shards import ShardLoader, expand_shards, is_shard_spec
 
 log = logging.getLogger("sapiens2.pretrain")
 
 EXPORT_NAME = "pretrain_backbone.safetensors"
 LAST_LAYER = "head.last_layer."  # the DINO head's prototype layer, in the student's names
-_CKPT = re.compile(r"step_(\d+)\.pt$")
+_CKPT = re.compile(r"iter_(\d+)$")
 
 
 def build_optimizer(student: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
@@ -105,7 +122,7 @@ class Pretrainer:
     def __init__(self, cfg: PretrainConfig, rt: Runtime | None = None,
                  printer: Callable[[str], None] | None = print) -> None:
         self.cfg = cfg
-        self.rt = rt or Runtime.start(cfg.train.parallel)
+        self.rt = rt or Runtime.start(cfg.train.parallel, cfg.train.shard_size)
         self.print = printer if self.rt.is_main and printer is not None else (lambda _msg: None)
         self.work_dir = Path(cfg.train.work_dir)
         self.ckpt_dir = self.work_dir / "checkpoints"
@@ -113,7 +130,7 @@ class Pretrainer:
         self.bf16 = precision == "bf16" or (precision == "auto" and self.rt.device.type == "cuda")
         torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
         self.meta = build_meta_arch(cfg, self.rt.device)
-        self.student = wrap_student(self.meta.student, self.meta.teacher, self.rt, self.bf16)
+        self.student = wrap_student(self.meta.student, self.meta.teacher, self.rt, self.bf16, cfg.train.compile)
         self.optimizer = build_optimizer(self.meta.student, cfg.optim)
         self.schedules = Schedules(cfg)
         self.mask_generator = MaskGenerator(
@@ -121,6 +138,11 @@ class Pretrainer:
             cfg.objective.min_block,
         )
         self.step = 0
+        self.streaming = all(is_shard_spec(s) for s in cfg.data.source)
+        if not self.streaming and any(is_shard_spec(s) for s in cfg.data.source):
+            raise ConfigError("data.source", "mixes tar shards with image files or folders; give one kind")
+        self.data_state: dict | None = None  # a shard stream's position to resume from (this process's)
+        self.loader: ShardLoader | None = None
 
     # ---------------------------------------------------------------------------------------- steps
 
@@ -157,9 +179,18 @@ class Pretrainer:
 
     # ----------------------------------------------------------------------------------------- loop
 
-    def batches(self, paths: list[Path]) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches from the current step on, epoch after epoch (resume-exact)."""
+    def batches(self, paths: list[Path] | None = None) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches from the current step on, epoch after epoch (resume-exact): from `paths`, or streamed from
+        the config's shards when `paths` is None."""
         cfg = self.cfg
+        if paths is None:
+            shards, _ = expand_shards(cfg.data.source)
+            self.loader = ShardLoader(shards, ShardViews(MultiCrop(cfg.crops)), cfg.train.batch_size, collate_views,
+                                      self.rt.rank, self.rt.world_size, cfg.data.num_workers, cfg.train.seed,
+                                      cfg.data.shuffle_buffer, pin_memory=self.rt.device.type == "cuda",
+                                      state=self.data_state)
+            yield from self.loader
+            return
         dataset = PretrainImages(paths, MultiCrop(cfg.crops), cfg.train.seed)
         sampler = ResumableSampler(len(dataset), cfg.train.batch_size, self.rt.rank, self.rt.world_size,
                                    cfg.train.seed)
@@ -177,9 +208,10 @@ class Pretrainer:
         cfg = self.cfg
         if not (resume and self.resume()) and cfg.model.init:
             self.initialize_from(cfg.model.init)
-        paths = list_images(cfg.data.source)
+        paths = None if self.streaming else list_images(cfg.data.source)
         n_params = sum(p.numel() for p in self.meta.student.backbone.parameters())
-        self.print(f"pretraining a {n_params / 1e6:.1f}M-parameter backbone on {len(paths)} images, "
+        data = "tar shards (streamed)" if paths is None else f"{len(paths)} images"
+        self.print(f"pretraining a {n_params / 1e6:.1f}M-parameter backbone on {data}, "
                    f"{self.rt.world_size} process(es), {self.rt.parallel}, {'bf16' if self.bf16 else 'fp32'}, "
                    f"from step {self.step} to {cfg.train.num_iters}; {self.mask_generator}")
         t0, first = time.perf_counter(), self.step
@@ -192,7 +224,9 @@ class Pretrainer:
                     self.save()
                 if self.step >= cfg.train.num_iters:
                     break
-        out = self.export(self.work_dir / EXPORT_NAME, cfg.train.export)
+        # The loop saves at its last step, so that checkpoint holds the final weights (every process takes this
+        # branch without asking the file system, which another node may see later).
+        out = self.export_from(self.ckpt_dir / f"iter_{self.step:07d}", self.work_dir / EXPORT_NAME, cfg.train.export)
         self.print(f"saved the {cfg.train.export} backbone to {out}")
         return out
 
@@ -219,43 +253,46 @@ class Pretrainer:
         model_sd, optim_sd = get_state_dict(self.meta, self.optimizer, options=opts)
         return {"step": self.step, "model": model_sd, "optimizer": optim_sd}
 
-    def save(self) -> Path | None:
-        """An atomic training checkpoint `checkpoints/step_N.pt`; older ones beyond `keep_checkpoints` go."""
-        path = self.ckpt_dir / f"step_{self.step:08d}.pt"
-        # FSDP gathers the shards with collectives, so every rank takes part; otherwise only rank 0
-        # copies the state (one CPU copy of model + AdamW, not one per process).
-        state = self.full_state() if self.rt.parallel == "fsdp" or self.rt.is_main else None
-        if self.rt.is_main:
-            with atomic_open(path) as f:
-                torch.save(state, f)
-            keep = self.cfg.train.keep_checkpoints
-            if keep > 0:
-                for old in sorted(self.checkpoints())[:-keep]:
-                    old.unlink(missing_ok=True)
-        self.rt.barrier()
-        return path if self.rt.is_main else None
+    def save(self) -> Path:
+        """A sharded checkpoint `checkpoints/iter_<N>/` (every process writes its shards and its data position);
+        older ones beyond `keep_checkpoints` go."""
+        rank_extra = {"data": self.loader.state_dict()} if self.loader is not None else None
+        return save_sharded(self.ckpt_dir, self.step, self.meta, self.optimizer, self.rt.info,
+                            extra={"images_per_step": self.cfg.train.batch_size * self.rt.world_size},
+                            rank_extra=rank_extra, keep=self.cfg.train.keep_checkpoints)
 
     def checkpoints(self) -> list[Path]:
-        return sorted(p for p in self.ckpt_dir.glob("step_*.pt") if _CKPT.search(p.name))
+        return sorted(p for p in self.ckpt_dir.glob("iter_*") if _CKPT.search(p.name) and is_sharded(p))
 
     def resume(self, path: str | Path | None = None) -> bool:
         """Load the newest checkpoint in `work_dir` (or `path`); False when there is none."""
         if path is None:
-            found = self.checkpoints()
-            if not found:
-                return False
-            path = found[-1]
-        # Memory-mapped: each process pages in what it needs instead of holding a private full copy.
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        set_state_dict(self.meta, self.optimizer, model_state_dict=state["model"],
-                       optim_state_dict=state["optimizer"], options=StateDictOptions(full_state_dict=True))
+            latest = self.ckpt_dir / LATEST
+            path = self.ckpt_dir / latest.read_text().strip() if latest.is_file() else None
+            if path is None or not is_sharded(path):
+                found = self.checkpoints()
+                if not found:
+                    return False
+                path = found[-1]
+        state, rank_extra = load_sharded(path, self.meta, self.optimizer, self.rt.info)
         self.step = int(state["step"])
+        self.data_state = (rank_extra or {}).get("data")
+        if rank_extra is None:
+            self.print(f"{path} was written by {state['world_size']} process(es), resumed on {self.rt.world_size}: "
+                       "the data order from here differs from the original run's")
         self.print(f"resumed from {path} at step {self.step}")
         return True
 
     def initialize_from(self, source: str | Path) -> None:
-        """Weights from a training checkpoint (`.pt`: the whole model) or a pretrain backbone file."""
+        """Weights from a training checkpoint (an `iter_N` folder, or an older `.pt` file: the whole model) or a
+        pretrain backbone file."""
         opts = StateDictOptions(full_state_dict=True)
+        if is_sharded(source):
+            sd = {"model": get_model_state_dict(self.meta)}
+            dcp_load(sd, source)
+            set_model_state_dict(self.meta, sd["model"])
+            self.print(f"initialised from {source}")
+            return
         if str(source).endswith(".pt"):
             state = torch.load(source, map_location="cpu", weights_only=True, mmap=True)["model"]
         else:
@@ -266,10 +303,18 @@ class Pretrainer:
         set_model_state_dict(self.meta, state, options=opts)
         self.print(f"initialised from {source}")
 
+    def export_from(self, checkpoint: Path, path: str | Path, which: str = "teacher") -> Path:
+        """`export`, from a sharded checkpoint of the current step: the main process reads the backbone's
+        tensors from disk, nothing is gathered."""
+        if self.rt.is_main:
+            export_checkpoint(checkpoint, path, which)
+        self.rt.barrier()
+        return Path(path)
+
     def export(self, path: str | Path, which: str = "teacher") -> Path:
         """The `which` ('teacher' or 'student') backbone as bare keys in safetensors: the official
-        pretrain layout, which `sapiens2.load` and fine-tuning read directly."""
-        if self.rt.parallel == "fsdp" or self.rt.is_main:
+        pretrain layout, which `sapiens2.load` and fine-tuning read directly (gathered from the live model)."""
+        if self.rt.sharded or self.rt.is_main:
             model = self.full_state()["model"]
             prefix = f"{which}.backbone."
             state = {k[len(prefix):]: v for k, v in model.items() if k.startswith(prefix)}
@@ -285,7 +330,15 @@ def save_backbone(state: dict[str, torch.Tensor], path: str | Path) -> Path:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, which: str = "teacher") -> Path:
-    """A training checkpoint's teacher (or student) backbone -> the official pretrain safetensors layout."""
+    """A training checkpoint's teacher (or student) backbone -> the official pretrain safetensors layout. A sharded
+    `iter_N` folder is read tensor by tensor (only the backbone's); an older `step_N.pt` file whole."""
+    if Path(checkpoint).is_dir():
+        if not is_sharded(checkpoint):
+            raise CheckpointError(checkpoint, "not a checkpoint folder (no sharded save in it)")
+        try:
+            return export_sharded(checkpoint, out, f"{which}.backbone.", metadata={"format": "pt"})
+        except FileNotFoundError as e:
+            raise CheckpointError(checkpoint, str(e)) from None
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
     prefix = f"{which}.backbone."
     backbone = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

@@ -15,6 +15,7 @@ from sapiens2.train.network import check_model
 from sapiens2.train.schema import DataConfig, DatasetConfig, ModelConfig, OptimConfig, RunConfig, TrainConfig
 from sapiens2.train.specs import TASK_SPECS
 from sapiens2.training.config import ConfigError, check_folder, from_dict, read_toml
+from sapiens2.training.shards import is_shard_spec
 
 __all__ = ["ConfigError", "DataConfig", "DatasetConfig", "ModelConfig", "OptimConfig", "RunConfig", "TrainConfig",
            "check_config", "config_from_dict", "load_config"]
@@ -54,7 +55,7 @@ def check_config(cfg: TrainConfig) -> None:
             if ds.repeat < 1:
                 raise ConfigError(f"{where}.repeat", f"must be >= 1, got {ds.repeat}")
             for name, why in spec.dataset_needs.items():
-                if not getattr(ds, name):
+                if not getattr(ds, name) and not is_shard_spec(ds.root):  # shards hold what the files gave
                     raise ConfigError(f"{where}.{name}", why)
     check_folder("train.work_dir", cfg.train.work_dir)
     _positive("data.val_batch_size", cfg.data.val_batch_size)
@@ -64,6 +65,10 @@ def check_config(cfg: TrainConfig) -> None:
     _positive("train.save_every", cfg.train.save_every)
     _positive("train.val_every", cfg.train.val_every)
     _positive("train.log_every", cfg.train.log_every)
+    if cfg.train.shard_size < 0:
+        raise ConfigError("train.shard_size", f"must be >= 0 (0: one node's processes), got {cfg.train.shard_size}")
+    if cfg.data.shuffle_buffer < 1:
+        raise ConfigError("data.shuffle_buffer", f"must be >= 1 (1: no shuffling), got {cfg.data.shuffle_buffer}")
     if cfg.data.num_workers < 0:
         raise ConfigError("data.num_workers", f"must be >= 0, got {cfg.data.num_workers}")
     o = cfg.optim

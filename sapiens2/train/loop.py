@@ -20,26 +20,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Subset, default_collate
 
 from sapiens2.keypoints.topdown import average_flip_heatmaps
 from sapiens2.train.datasets import ConcatSources, StreamSampler, TransformedDataset, worker_init
+from sapiens2.train.datasets.shards import ShardSource, ShardTransform, is_shard_root
 from sapiens2.train.logger import RunLogger
 from sapiens2.train.network import build_network, settle_config
 from sapiens2.train.schema import TrainConfig
 from sapiens2.train.specs import TASK_SPECS, build_criterion, build_evaluator, build_transform
-from sapiens2.training.checkpoint import export_weights, load_checkpoint, resolve_checkpoint, save_checkpoint
+from sapiens2.training.checkpoint import (
+    export_sharded,
+    export_weights,
+    is_sharded,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+    save_sharded,
+)
 from sapiens2.training.config import ConfigError, dump_toml, to_dict
 from sapiens2.training.distributed import (
     all_reduce_mean,
     barrier,
     choose_parallel,
+    compile_blocks,
     init_distributed,
     no_gradient_sync,
     unwrap,
     wrap_model,
 )
 from sapiens2.training.optim import Schedule, build_optimizer, build_scheduler, clip_gradients, param_groups
+from sapiens2.training.shards import ShardLoader
 
 log = logging.getLogger("sapiens2.train")
 
@@ -109,12 +120,23 @@ class Trainer:
         self.work_dir = Path(run.work_dir)
 
         self.spec = spec = TASK_SPECS[cfg.task]
-        train_sources = [spec.source(d, f"data.train[{i}]") for i, d in enumerate(cfg.data.train)]
+        train_sources = [ShardSource(cfg.task, d, f"data.train[{i}]") if is_shard_root(d)
+                         else spec.source(d, f"data.train[{i}]") for i, d in enumerate(cfg.data.train)]
         self.train_source = ConcatSources(train_sources, [d.repeat for d in cfg.data.train])
-        if len(self.train_source) == 0:
+        self.streaming = any(isinstance(s, ShardSource) for s in train_sources)
+        if self.streaming and not all(isinstance(s, ShardSource) for s in train_sources):
+            raise ConfigError("data.train", "mixes tar shards with folders; pack every training set with "
+                              "`sapiens2 shard`, or none")
+        if len(self.train_source) == 0 and not self.streaming:
             raise ConfigError("data.train", "the training datasets hold no samples")
         outputs = spec.data_outputs(train_sources) if spec.data_outputs is not None else None
+        for i, d in enumerate(cfg.data.val):
+            if is_shard_root(d):
+                raise ConfigError(f"data.val[{i}].root", "validation reads folders (shards stream; metrics need "
+                                  "every sample by index)")
         self.val_sources = [spec.source(d, f"data.val[{i}]") for i, d in enumerate(cfg.data.val)]
+        self.data_state: dict | None = None  # a shard stream's position to resume from (this process's)
+        self.loader: ShardLoader | None = None
 
         seed_everything(run.seed)  # the same initial weights on every process (FSDP shards them as they are)
         model, self.init_note = build_network(cfg, outputs)
@@ -122,8 +144,10 @@ class Trainer:
         seed_everything(run.seed + info.rank)
         model.to(self.device)
         self.parallel = choose_parallel(run.parallel, info)
-        shard = list(model.backbone.blocks) if self.parallel == "fsdp" else None
-        self.model = wrap_model(model, self.parallel, info, shard)
+        if run.compile:
+            compile_blocks(list(model.backbone.blocks))
+        shard = list(model.backbone.blocks) if self.parallel in ("fsdp", "hsdp") else None
+        self.model = wrap_model(model, self.parallel, info, shard, run.shard_size)
         self.net = unwrap(self.model)
         depth = self.net.backbone.config.depth
         o = cfg.optim
@@ -143,6 +167,7 @@ class Trainer:
             path = resolve_checkpoint(resume, self.work_dir)
             state = load_checkpoint(path, self.model, self.optimizer, self.scheduler, info)
             self.step = int(state["step"])
+            self.data_state = (state.get("rank_extra") or {}).get("data")
             self.resumed_from = path
             if state.get("world_size", info.world_size) != info.world_size:
                 log.warning("resuming a %s-process run on %s processes: the data order changes",
@@ -155,9 +180,16 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ data
 
-    def train_loader(self) -> DataLoader:
+    def train_loader(self) -> DataLoader | ShardLoader:
         cfg, run = self.cfg, self.cfg.train
         transform = build_transform(cfg, self.train_source.parts[0], train=True)
+        if self.streaming:
+            shards = [url for part in self.train_source.parts for url in part.shards]  # repeats listed again
+            self.loader = ShardLoader(shards, ShardTransform(transform), run.batch_size, default_collate,
+                                      self.info.rank, self.info.world_size, cfg.data.num_workers, run.seed,
+                                      cfg.data.shuffle_buffer, pin_memory=self.device.type == "cuda",
+                                      state=self.data_state, worker_init_fn=worker_init)
+            return self.loader
         ds = TransformedDataset(self.train_source, transform, seed=run.seed)
         sampler = StreamSampler(len(ds), run.seed, self.info.rank, self.info.world_size, start=self.samples_seen())
         workers = cfg.data.num_workers
@@ -240,8 +272,11 @@ class Trainer:
                 if stop_at is not None and self.step >= stop_at:
                     break
             if self.step == run.num_iters and self.info.is_main:
-                dest = export_weights(self.work_dir / "checkpoints" / f"iter_{self.step:07d}",
-                                      self.work_dir / "model.safetensors")
+                last = self.work_dir / "checkpoints" / f"iter_{self.step:07d}"
+                if is_sharded(last):
+                    dest = export_sharded(last, self.work_dir / "model.safetensors", metadata=self.weights_metadata())
+                else:
+                    dest = export_weights(last, self.work_dir / "model.safetensors")
                 self.logger.write(f"done: fine-tuned weights in {dest} (sapiens2.load reads it)")
         finally:
             self.logger.close()
@@ -274,8 +309,14 @@ class Trainer:
         run = self.cfg.train
         extra = {"samples_seen_per_rank": self.samples_seen(), "task": self.cfg.task,
                  "config": dump_toml(to_dict(self.cfg))}
-        path = save_checkpoint(self.work_dir / "checkpoints", self.step, self.model, self.optimizer, self.scheduler,
-                               self.info, extra, keep=run.keep_checkpoints, metadata=self.weights_metadata())
+        rank_extra = {"data": self.loader.state_dict()} if self.loader is not None else None
+        if run.checkpoint == "sharded":
+            path = save_sharded(self.work_dir / "checkpoints", self.step, self.model, self.optimizer, self.info,
+                                self.scheduler, extra, rank_extra, keep=run.keep_checkpoints)
+        else:
+            path = save_checkpoint(self.work_dir / "checkpoints", self.step, self.model, self.optimizer,
+                                   self.scheduler, self.info, extra, keep=run.keep_checkpoints,
+                                   metadata=self.weights_metadata(), rank_extra=rank_extra)
         self.logger.write(f"checkpoint: {path}")
         return path
 

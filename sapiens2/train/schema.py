@@ -15,6 +15,10 @@ from typing import Any, Literal
 class DatasetConfig:
     """One training or validation source. Folder names are relative to `root` unless absolute.
 
+    `root` may instead name tar shards packed with `sapiens2 shard --task ...` (a folder holding their
+    index.json, an index.json path or URL, a `{000000..000099}` range, .tar paths or URLs): the samples then
+    stream (training sets only; every training set must then be shards).
+
     pose: `annotations` (COCO keypoint JSON) and images under `root` / `images`.
     seg: `images` and `labels` (label PNGs with the same stem); `class_map` maps source ids to training ids
     (unlisted ids become 255, ignored). dense tasks: `images` (default "rgb"), `mask`, `target` folders
@@ -41,6 +45,7 @@ class DataConfig:
     val: list[DatasetConfig] = field(default_factory=list)
     input_size: tuple[int, int] = (1024, 768)  # (H, W) of the network input
     num_workers: int = 4
+    shuffle_buffer: int = 1000  # shards: samples each stream mixes
     val_batch_size: int = 4
     num_classes: int | None = None  # seg; None: the init checkpoint's seg head, else 29 (Sapiens2) / 28 (v1)
     augment: bool = True  # False: only the deterministic resize / crop / target steps
@@ -93,7 +98,15 @@ class RunConfig:
     # samples per process (x the process count in all), in the memory of one micro-batch.
     accumulate_steps: int = 1
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    parallel: Literal["auto", "none", "ddp", "fsdp"] = "auto"  # auto: DDP when launched with torchrun
+    # auto: DDP when launched with torchrun; fsdp shards over all processes; hsdp shards within groups of
+    # `shard_size` processes (0: one node's) and replicates across them. One process: always plain.
+    parallel: Literal["auto", "none", "ddp", "fsdp", "hsdp"] = "auto"
+    shard_size: int = 0
+    compile: bool = False  # torch.compile each backbone block
+    # full: each checkpoint gathers model.safetensors (sapiens2.load reads it); sharded: every process writes its
+    # own shards (torch.distributed.checkpoint), resumable on any process count; the final model.safetensors is
+    # exported from the last one either way.
+    checkpoint: Literal["full", "sharded"] = "full"
     seed: int = 0
     save_every: int = 1000
     val_every: int = 1000

@@ -11,11 +11,17 @@ optim        `param_groups(named_params, lr, weight_decay, layer_decay=1.0, dept
              `build_optimizer(groups, betas, eps, fused=None) -> AdamW`; `Schedule(...)` (a step -> lr factor
              callable); `build_scheduler(optimizer, schedule) -> LambdaLR`; `clip_gradients(params, max_norm)`.
 distributed  `init_distributed(device=None) -> DistInfo(rank, world_size, local_rank, device)` (torchrun env;
-             NCCL on GPU, gloo on CPU); `choose_parallel(mode, info)`; `wrap_model(model, "none" | "ddp" |
-             "fsdp", info, shard_modules)`; `unwrap(model)`; `barrier()`, `all_reduce_mean(dict, device)`,
-             `cleanup()`.
+             NCCL on GPU, gloo on CPU); `choose_parallel(mode, info)`; `shard_mesh(mode, info, shard_size)` (1-D
+             for fsdp, 2-D replicate x shard for hsdp); `wrap_model(model, "none" | "ddp" | "fsdp" | "hsdp", info,
+             shard_modules, shard_size)`; `compile_blocks(blocks)`; `unwrap(model)`; `barrier()`,
+             `all_reduce_mean(dict, device)`, `cleanup()`.
 checkpoint   `save_checkpoint(root, step, model, optimizer, scheduler, info, extra=None, keep=0, metadata=None)`
              (atomic `iter_<N>/` with `model.safetensors` + `training_state.pt` + per-rank RNG, then
              `root/latest`); `resolve_checkpoint(resume | "auto", work_dir)`; `load_checkpoint(...)`;
-             `full_model_state(model)`, `save_weights(state, path)`, `export_weights(ckpt, dest)`.
+             `full_model_state(model)`, `save_weights(state, path)`, `export_weights(ckpt, dest)`; sharded
+             (torch.distributed.checkpoint, every process its own shards, any process count on load):
+             `save_sharded(...)`, `load_sharded(...) -> (state, rank_extra)`, `export_sharded(ckpt, dest, prefix)`.
+shards       WebDataset-style tar shards: `ShardWriter`, `pack_files`, `expand_shards(specs)` (folders with
+             index.json, ranges, globs, URLs), `ShardStream` (split by rank and worker, buffer-shuffled,
+             deterministic), `ShardLoader` (a DataLoader whose `state_dict()` resumes exactly).
 """

@@ -1,5 +1,12 @@
-"""Process groups and model wrapping: torchrun environment detection, DDP, and FSDP (PyTorch's
-`fully_shard`, one unit per transformer block plus the root). Task-free.
+"""Process groups and model wrapping: torchrun environment detection, DDP, FSDP and hybrid-sharded FSDP (PyTorch's
+`fully_shard`, one unit per transformer block plus the root, over a 1-D or 2-D device mesh). Task-free.
+
+Parallelism, by `parallel`:
+- `ddp`: every process holds the whole model, gradients are all-reduced;
+- `fsdp`: parameters, gradients and optimizer state sharded over all processes (mesh `(world,)`);
+- `hsdp`: sharded within groups of `shard_size` processes (default: the processes of one node,
+  LOCAL_WORLD_SIZE) and replicated across the groups (mesh `(world / shard_size, shard_size)`): the
+  all-gathers stay on a node's fast links, only gradient all-reduces cross nodes.
 
 Launched plainly (`python -m sapiens2.train ...`) everything is one process and no process group is made;
 under `torchrun` the group uses NCCL on GPUs and gloo on CPU, so the same config runs either way.
@@ -16,7 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import fully_shard
 
 
@@ -92,30 +99,56 @@ def all_reduce_mean(values: dict[str, float], device: torch.device) -> dict[str,
     return dict(zip(keys, t.tolist()))
 
 
+PARALLEL_MODES = ("none", "ddp", "fsdp", "hsdp")
+
+
 def choose_parallel(mode: str, info: DistInfo) -> str:
-    """'auto' -> 'ddp' when several processes run, else 'none'."""
+    """'auto' -> 'ddp' when several processes run, else 'none'; any mode in a single process -> 'none' (so one
+    config runs alone, on one node and on many)."""
     if mode == "auto":
         return "ddp" if info.distributed else "none"
-    if mode in ("ddp", "fsdp") and not info.distributed:
-        return "none"
-    return mode
+    if mode not in PARALLEL_MODES:
+        raise ValueError(f"unknown parallel mode {mode!r}; expected auto, {', '.join(PARALLEL_MODES)}")
+    return mode if info.distributed else "none"
 
 
-def wrap_model(model: nn.Module, mode: str, info: DistInfo, shard_modules: list[nn.Module] | None = None) -> nn.Module:
-    """DDP, FSDP (`fully_shard` on each of `shard_modules`, typically the backbone blocks, then on the root),
-    or the model itself ('none'). The model must already be on `info.device`."""
+def shard_mesh(mode: str, info: DistInfo, shard_size: int = 0) -> DeviceMesh:
+    """The device mesh `fully_shard` uses: `(world,)` for fsdp, `(replicate, shard)` for hsdp, where `shard_size`
+    0 means the processes of one node (torchrun's LOCAL_WORLD_SIZE)."""
+    if mode == "fsdp":
+        return init_device_mesh(info.device.type, (info.world_size,), mesh_dim_names=("shard",))
+    if mode != "hsdp":
+        raise ValueError(f"no shard mesh for parallel mode {mode!r}")
+    shard = shard_size or int(os.environ.get("LOCAL_WORLD_SIZE", info.world_size))
+    if shard < 1 or info.world_size % shard:
+        raise ValueError(f"hsdp: the shard group size {shard} must divide the {info.world_size} processes")
+    return init_device_mesh(info.device.type, (info.world_size // shard, shard),
+                            mesh_dim_names=("replicate", "shard"))
+
+
+def compile_blocks(blocks: list[nn.Module]) -> None:
+    """`torch.compile` each transformer block in place (before wrapping): same-shaped blocks share one compiled
+    graph, and FSDP's per-block hooks stay outside the compiled code."""
+    for block in blocks:
+        block.compile()
+
+
+def wrap_model(model: nn.Module, mode: str, info: DistInfo, shard_modules: list[nn.Module] | None = None,
+               shard_size: int = 0) -> nn.Module:
+    """DDP, FSDP or HSDP (`fully_shard` on each of `shard_modules`, typically the backbone blocks, then on the
+    root, over `shard_mesh`), or the model itself ('none'). The model must already be on `info.device`."""
     if mode == "none":
         return model
     if mode == "ddp":
         ids = [info.device.index] if info.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    if mode == "fsdp":
-        mesh = init_device_mesh(info.device.type, (info.world_size,))
+    if mode in ("fsdp", "hsdp"):
+        mesh = shard_mesh(mode, info, shard_size)
         for module in shard_modules or []:
             fully_shard(module, mesh=mesh)
         fully_shard(model, mesh=mesh)
         return model
-    raise ValueError(f"unknown parallel mode {mode!r}; expected none, ddp or fsdp")
+    raise ValueError(f"unknown parallel mode {mode!r}; expected {', '.join(PARALLEL_MODES)}")
 
 
 @contextlib.contextmanager

@@ -6,12 +6,15 @@ import argparse
 from pathlib import Path
 
 import pytest
+import torch
 
 from sapiens2.pretrain.cli import add_pretrain_parser, run_pretrain
 from sapiens2.pretrain.config import load_config
+from sapiens2.pretrain.runtime import Runtime
+from sapiens2.pretrain.trainer import Pretrainer
 from sapiens2.training.config import ConfigError
 
-from .conftest import tiny_config
+from .conftest import draw_images, tiny_config
 
 
 @pytest.mark.parametrize("section, values, field, reason", [
@@ -66,3 +69,22 @@ def test_cli_missing_images_or_checkpoint_is_an_error_not_a_traceback(tmp_path, 
         assert run_pretrain(parser.parse_args(base + extra)) == 1
         err = capsys.readouterr().err
         assert err.startswith("error: ") and named in err
+
+
+def test_scale_settings_are_checked(tmp_path):
+    images = draw_images(tmp_path / "img", 2)
+    with pytest.raises(ConfigError, match="train.shard_size"):
+        tiny_config(tmp_path, images, train={"shard_size": -1})
+    with pytest.raises(ConfigError, match="data.shuffle_buffer"):
+        tiny_config(tmp_path, images, data={"shuffle_buffer": 0})
+    with pytest.raises(ConfigError, match="train.parallel"):
+        tiny_config(tmp_path, images, train={"parallel": "zero3"})
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "index.json").write_text('{"shards": []}')
+    mixed = tiny_config(tmp_path, images, data={"source": [str(images), str(tmp_path / "s")]})
+    with pytest.raises(ConfigError, match="mixes tar shards with image files"):
+        Pretrainer(mixed, Runtime(0, 1, 0, torch.device("cpu"), "none"), printer=None)
+    compiled = tiny_config(tmp_path, images, train={"compile": True})
+    trainer = Pretrainer(compiled, Runtime(0, 1, 0, torch.device("cpu"), "none"), printer=None)
+    blocks = [*trainer.meta.student.backbone.blocks, *trainer.meta.teacher.backbone.blocks]
+    assert all(b._compiled_call_impl is not None for b in blocks)

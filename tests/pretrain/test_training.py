@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import sapiens2
+from sapiens2.checkpoint import CheckpointError
 from sapiens2.models import BackboneConfig, build_model
 from sapiens2.pretrain.augment import MultiCrop, MultiCropConfig
 from sapiens2.pretrain.config import OptimConfig, load_config
@@ -145,11 +146,15 @@ def test_checkpoint_exports_into_sapiens2_load(tmp_path, images):
     x = torch.randn(1, 3, 64, 48)
     with torch.no_grad():
         assert torch.allclose(model(x), trainer.meta.teacher.backbone.eval()(x), atol=1e-6)
-    # The training checkpoints keep the last two and export the same way.
-    ckpts = sorted((tmp_path / "run" / "checkpoints").glob("step_*.pt"))
-    assert [p.name for p in ckpts] == ["step_00000003.pt", "step_00000006.pt"]
+    # The training checkpoints (sharded) keep the last two and export the same way.
+    ckpts = sorted((tmp_path / "run" / "checkpoints").glob("iter_*"))
+    assert [p.name for p in ckpts] == ["iter_0000003", "iter_0000006"]
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "iter_0000006"
     student = export_checkpoint(ckpts[-1], tmp_path / "student.safetensors", "student")
     assert sapiens2.load(student).state_dict()["cls_token"].shape == (1, 1, 32)
+    assert torch.equal(sapiens2.load(student).state_dict()["cls_token"], trainer.meta.student.backbone.cls_token)
+    with pytest.raises(CheckpointError, match="not a checkpoint folder"):
+        export_checkpoint(tmp_path, tmp_path / "x.safetensors")
 
 
 def test_exact_resume(tmp_path, images):

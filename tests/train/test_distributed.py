@@ -1,5 +1,5 @@
-"""`torchrun --standalone --nproc_per_node 2 -m sapiens2.train` on CPU (gloo): DDP and FSDP train the same
-steps, and the checkpoint loads with `sapiens2.load`."""
+"""`torchrun --standalone --nproc_per_node 2 -m sapiens2.train` on CPU (gloo): DDP, FSDP and HSDP (a 1 x 2 mesh,
+with sharded checkpoints) train the same steps, and the checkpoint loads with `sapiens2.load`."""
 
 from __future__ import annotations
 
@@ -35,8 +35,9 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("dist")
     data = make_data("seg", root / "data", n=4)
     out = {}
-    for mode in ("ddp", "fsdp"):
-        cfg = tiny_config("seg", root / mode, data, num_iters=3, save_every=3, log_every=1, parallel=mode)
+    for mode in ("ddp", "fsdp", "hsdp"):
+        extra = {"shard_size": 2, "checkpoint": "sharded"} if mode == "hsdp" else {}
+        cfg = tiny_config("seg", root / mode, data, num_iters=3, save_every=3, log_every=1, parallel=mode, **extra)
         path = root / f"{mode}.toml"
         path.write_text(dump_toml(cfg))
         proc = _torchrun(path)
@@ -45,7 +46,7 @@ def runs(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+@pytest.mark.parametrize("mode", ["ddp", "fsdp", "hsdp"])
 def test_two_processes_train_and_checkpoint_loads(runs, mode):
     work, proc = runs[mode]
     assert f"2 process(es) on cpu, {mode}" in proc.stderr
@@ -56,13 +57,17 @@ def test_two_processes_train_and_checkpoint_loads(runs, mode):
     assert model(torch.randn(1, 3, 64, 48)).shape == (1, 4, 64, 48)
 
 
-def test_ddp_and_fsdp_agree(runs):
+@pytest.mark.parametrize("mode", ["fsdp", "hsdp"])
+def test_sharded_modes_agree_with_ddp(runs, mode):
     ddp = read_csv_log(runs["ddp"][0] / "train_log.csv")
-    fsdp = read_csv_log(runs["fsdp"][0] / "train_log.csv")
-    assert [r["loss"] for r in fsdp] == pytest.approx([r["loss"] for r in ddp], rel=1e-4)
+    other = read_csv_log(runs[mode][0] / "train_log.csv")
+    assert [r["loss"] for r in other] == pytest.approx([r["loss"] for r in ddp], rel=1e-4)
     a = sapiens2.load(runs["ddp"][0] / "model.safetensors").state_dict()
-    b = sapiens2.load(runs["fsdp"][0] / "model.safetensors").state_dict()
+    b = sapiens2.load(runs[mode][0] / "model.safetensors").state_dict()
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    if mode == "hsdp":  # each process wrote its own shards of the checkpoint
+        ckpt = runs[mode][0] / "checkpoints" / "iter_0000003"
+        assert sorted(p.name for p in ckpt.glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
 
 
 def test_fsdp_resumes(runs, tmp_path):

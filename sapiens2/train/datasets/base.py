@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -33,6 +34,10 @@ class SampleSource(Dataset):
 
     def __getitem__(self, index: int) -> dict | None:
         return self.load(index)
+
+    def image_file(self, index: int) -> Path | None:
+        """The file sample `index`'s image comes from (packing shards stores its bytes as they are), if any."""
+        return None
 
 
 class ConcatSources(SampleSource):

@@ -57,6 +57,9 @@ class SegFolder(SampleSource):
     def __len__(self) -> int:
         return len(self.stems)
 
+    def image_file(self, index: int) -> Path:
+        return self.images[self.stems[index]]
+
     def load(self, index: int) -> dict:
         stem = self.stems[index]
         image = read_image(self.images[stem])
@@ -91,6 +94,9 @@ class DenseFolder(SampleSource):
 
     def __len__(self) -> int:
         return len(self.stems)
+
+    def image_file(self, index: int) -> Path:
+        return self.images[self.stems[index]]
 
     def load(self, index: int) -> dict | None:
         stem = self.stems[index]

@@ -93,6 +93,9 @@ class CocoKeypoints(SampleSource):
     def __len__(self) -> int:
         return len(self.samples)
 
+    def image_file(self, index: int) -> Path:
+        return self.image_dir / self.samples[index]["file"]
+
     def load(self, index: int) -> dict:
         s = self.samples[index]
         image = read_image(self.image_dir / s["file"])
