@@ -128,7 +128,8 @@ def test_image_16bit_gray_and_rgba(tmp_path: Path) -> None:
     depth = np.array([[0, 257, 65535]], np.uint16)
     assert read_image(write_image(tmp_path / "d.png", depth))[..., 0].tolist() == [[0, 1, 255]]
     rgba = np.array([[[10, 20, 30, 255], [10, 20, 30, 0]]], np.uint8)
-    assert read_image(write_image(tmp_path / "a.png", rgba)).tolist() == [[[10, 20, 30], [0, 0, 0]]]
+    composited = read_image(write_image(tmp_path / "a.png", rgba), background=(0, 0, 0))
+    assert composited.tolist() == [[[10, 20, 30], [0, 0, 0]]]
 
 
 @pytest.mark.parametrize(
