@@ -518,11 +518,14 @@ def _cv2_to_rgb8(data: bytes, name: str, label: str, conv: Conversion) -> np.nda
         raise CorruptImageError(
             name, f"neither Pillow nor OpenCV can decode this {label} file (corrupt, or an unsupported variant)"
         )
-    if array.ndim == 3 and array.shape[2] == 3:
-        array = array[..., ::-1]
-    elif array.ndim == 3 and array.shape[2] == 4:
-        array = array[..., [2, 1, 0, 3]]
-    return convert_rows(array.shape[0], array.shape[1], lambda r0, r1: _to_rgb8(array[r0:r1], conv, name))
+    # BGR(A) -> RGB(A) band by band: reordering the whole array at once would copy all of it.
+    order = {3: [2, 1, 0], 4: [2, 1, 0, 3]}.get(array.shape[2] if array.ndim == 3 else 0)
+
+    def band(r0: int, r1: int) -> np.ndarray:
+        rows = array[r0:r1]
+        return _to_rgb8(rows if order is None else rows[..., order], conv, name)
+
+    return convert_rows(array.shape[0], array.shape[1], band)
 
 
 def _pillow_to_rgb8(img: Image.Image, name: str, conv: Conversion) -> np.ndarray:
