@@ -55,12 +55,12 @@ def make(mode: str, h: int, w: int) -> tuple[bytes, dict]:
         "RGB (jpeg)": lambda: (_pil(Image.fromarray(g[..., :3]), "JPEG", quality=90), {}),
         "RGB (png)": lambda: (_pil(Image.fromarray(g[..., :3]), "PNG"), {}),
         "RGBA (png)": lambda: (_pil(Image.fromarray(g, "RGBA"), "PNG"), {}),
-        "RGBA (png), composited": lambda: (_pil(Image.fromarray(g, "RGBA"), "PNG"), {"background": (0, 0, 0)}),
+        "RGBA (png) + background": lambda: (_pil(Image.fromarray(g, "RGBA"), "PNG"), {"background": (0, 0, 0)}),
         "P (png, transparency)": lambda: (_pil(Image.fromarray(g[..., 0]).convert("P"), "PNG", transparency=0), {}),
         "CMYK (jpeg)": lambda: (_pil(Image.fromarray(g, "CMYK"), "JPEG", quality=90), {}),
         "16-bit gray (png)": lambda: (_cv2(".png", g[..., 0].astype(np.uint16) * 257), {}),
         "16-bit RGB (png)": lambda: (_cv2(".png", g[..., :3].astype(np.uint16) * 257), {}),
-        "16-bit RGBA (png), composited": lambda: (_cv2(".png", g.astype(np.uint16) * 257), {"background": (0, 0, 0)}),
+        "16-bit RGBA (png) + background": lambda: (_cv2(".png", g.astype(np.uint16) * 257), {"background": (0, 0, 0)}),
         "16-bit RGB (tiff)": lambda: (_cv2(".tif", g[..., :3].astype(np.uint16) * 257, deflate), {}),
         "float gray (tiff)": lambda: (_pil(Image.fromarray(g[..., 0].astype(np.float32) / 255, "F"), "TIFF",
                                            compression="tiff_adobe_deflate"), {}),
@@ -71,9 +71,9 @@ def make(mode: str, h: int, w: int) -> tuple[bytes, dict]:
     return files[mode]()
 
 
-MODES = ("L (png)", "1 (png)", "RGB (jpeg)", "RGB (png)", "RGBA (png)", "RGBA (png), composited",
+MODES = ("L (png)", "1 (png)", "RGB (jpeg)", "RGB (png)", "RGBA (png)", "RGBA (png) + background",
          "P (png, transparency)", "CMYK (jpeg)", "16-bit gray (png)", "16-bit RGB (png)",
-         "16-bit RGBA (png), composited", "16-bit RGB (tiff)", "float gray (tiff)", "float RGB (tiff)")
+         "16-bit RGBA (png) + background", "16-bit RGB (tiff)", "float gray (tiff)", "float RGB (tiff)")
 
 _CHILD = r"""
 import json, resource, sys

@@ -43,7 +43,8 @@ any pixel is decoded, which is where the decompression-bomb limit (``max_pixels`
 only OpenCV can decode has its size read from its first image directory first. Pillow's own hard stop
 (``2 * PIL.Image.MAX_IMAGE_PIXELS``) still applies above that. Samples are converted to 8-bit RGB a band of
 rows at a time (`sapiens2.io.pixels`), so the peak memory of a decode is the decoded samples plus the
-3-byte output, about 7-12 bytes per pixel for 8-bit modes (see BENCHMARKS.md). Pillow's warnings during a
+3-byte output: 4-8 bytes per pixel for 8-bit modes, 16-24 for the 16-bit colour and float files OpenCV
+decodes (its decoder holds a second copy of its samples); see BENCHMARKS.md. Pillow's warnings during a
 decode are sent to this module's debug log; capturing them uses ``warnings.catch_warnings``, which is
 process-wide, so decode in worker processes rather than threads if other threads rely on warnings.
 """
