@@ -149,3 +149,34 @@ def test_16bit_rgba_composite_peak_is_the_samples_the_result_and_one_band() -> N
     data = cv2.imencode(".png", deep, [cv2.IMWRITE_PNG_COMPRESSION, 1])[1].tobytes()
     # OpenCV's 8 bytes per pixel, never copied whole (a BGRA -> RGBA reorder used to copy them).
     assert _numpy_peak(data, background=(0, 0, 0)) < _bound(h * w, 8)
+
+
+def _palette_png() -> bytes:
+    img = Image.fromarray(_SMALL[..., 0] % 3, "P")
+    img.putpalette([250, 0, 0, 0, 250, 0, 0, 0, 250])
+    return _pil(img, "PNG", transparency=1)
+
+
+BANDED = {
+    "rgba": (lambda: _pil(Image.fromarray(_SMALL, "RGBA"), "PNG"), [None, (0, 0, 0), (10, 200, 30)]),
+    "palette+transparency": (_palette_png, [None, (0, 0, 0)]),
+    "colour-key": (lambda: _pil(Image.fromarray(_SMALL[..., :3]), "PNG", transparency=tuple(map(int, _SMALL[0, 0, :3]))),
+                   [None, (0, 0, 0)]),
+    "cmyk-jpeg": (FILES["cmyk-jpeg"], [None]),
+    "rgba16": (lambda: cv2.imencode(".png", _SMALL.astype(np.uint16) * 250)[1].tobytes(), [None, (0, 0, 0)]),
+    "float-tiff": (FILES["float-tiff"], [None]),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BANDED))
+def test_band_by_band_conversion_equals_one_band(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sapiens2.io import pixels
+
+    make, backgrounds = BANDED[kind]
+    data = make()
+    for background in backgrounds:
+        whole = decode_image(data, kind, background=background)
+        monkeypatch.setattr(pixels, "TILE_PIXELS", 64 * 5)  # bands of 5 rows: 13 bands, the last one short
+        banded = decode_image(data, kind, background=background)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(banded, whole)
