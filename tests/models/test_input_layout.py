@@ -77,3 +77,23 @@ def test_dense_predictor_output_is_the_network_on_the_reference_input_bit_for_bi
     with torch.no_grad():
         expected_y = network(expected_x)
     assert torch.equal(y, expected_y)
+
+
+def test_pose_feeds_its_network_the_reference_input(shared, one_thread):
+    from sapiens2.tasks.pose import Pose
+
+    network = sapiens2.load(shared / "fixtures" / "pose_tiny" / "weights.safetensors").eval()
+    recorder = Recorder(network)
+    recorder.decode_head = network.decode_head  # what Pose reads its keypoint count from
+    pose = Pose(recorder, detector=None, input_size=(256, 192))
+    crops = np.stack([random_photo(256, 192, seed=s) for s in range(2)])
+    with torch.no_grad():
+        heat = pose.heatmaps(crops)
+
+    (x, y), = recorder.calls
+    assert x.is_contiguous()
+    expected_x = reference_input(crops)
+    assert torch.equal(x, expected_x)
+    with torch.no_grad():
+        assert torch.equal(y, network(expected_x))
+    assert np.array_equal(heat, y.numpy())
