@@ -10,8 +10,9 @@ the same pixels here as in the reference demos:
 - **Orientation.** EXIF tag 0x0112 values 1..8 are applied. A missing, unreadable or out-of-range tag
   means "upright"; a corrupt EXIF block never fails an image whose pixels decode.
 - **Alpha** (LA, RGBA, PA, palette transparency, PNG colour keys) is **ignored**: the stored colour is kept,
-  whatever the alpha. TIFF is the exception, as in OpenCV, which reads colour TIFF through libtiff's RGBA
-  interface: there the colour is composited onto black (premultiplied by alpha).
+  whatever the alpha. TIFF whose alpha is marked unassociated (ExtraSamples 2, what Pillow and most editors
+  write) is the exception, as in OpenCV, which reads colour TIFF through libtiff's RGBA interface: there the
+  colour is composited onto black (premultiplied by alpha).
   Pass ``background=(r, g, b)`` to composite every format onto that colour instead (``(0, 0, 0)``: a cutout
   on black is exactly ``foreground * alpha``, the convention matting data uses, and fully transparent pixels
   carry no hidden colour); samples are then scaled at full precision (16-bit: ``round(v * 255 / 65535)``).
@@ -23,9 +24,9 @@ the same pixels here as in the reference demos:
   keeps only the high byte of each sample.
 - **32-bit integer** grayscale (Pillow mode ``I``) is read as 16-bit data (how Pillow stores 16-bit
   PNG): clipped to ``[0, 65535]``, then as above.
-- **CMYK JPEG** is converted exactly as OpenCV converts it (``(255 - K) - (C * (255 - K) >> 8)`` per
-  channel, see `sapiens2.io.pixels`). Other CMYK / YCbCr / LAB / HSV images go through Pillow's conversion
-  to RGB. No ICC profile is applied to any image (embedded profiles are ignored).
+- **CMYK** JPEG and TIFF are converted exactly as OpenCV converts them (JPEG:
+  ``(255 - K) - (C * (255 - K) >> 8)`` per channel; TIFF: ``(255 - C) * (255 - K) // 255``; see
+  `sapiens2.io.pixels`). YCbCr / LAB / HSV images go through Pillow's conversion to RGB. No ICC profile is applied to any image (embedded profiles are ignored).
 - **Float** images (TIFF/PFM, gray or colour), which ``cv2.imread`` cannot read, are taken to hold
   intensities in ``[0, 1]``: clipped, times 255, rounded; NaN becomes 0. A float map in other units (depth
   in metres, say) is not an image and should be read with a dedicated reader. Colour float TIFF, which
@@ -64,7 +65,13 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError, features
 
-from sapiens2.io.pixels import Conversion, cmyk_to_rgb_like_opencv, convert_rows, samples_to_rgb8
+from sapiens2.io.pixels import (
+    Conversion,
+    cmyk_to_rgb_like_libtiff,
+    cmyk_to_rgb_like_opencv,
+    convert_rows,
+    samples_to_rgb8,
+)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -255,23 +262,27 @@ def _decode_pixels(data: bytes, name: str, label: str, max_pixels: int | None,
         # Pillow does not know this pixel layout (e.g. 3-channel float TIFF); OpenCV might. Its size
         # comes from the header first: OpenCV would decode a decompression bomb before saying how big.
         _check_pixels(_tiff_size(data, name), name, label, max_pixels)
-        return _cv2_to_rgb8(data, name, label, _conversion("TIFF", 3, background)), 1
+        conv = Conversion(high_byte=False) if background is None else _conversion(None, background)
+        return _cv2_to_rgb8(data, name, label, conv), 1
     with img:
         _load(img, name, label, data)
         orientation = _exif_orientation(img, name)
-        conv = _conversion(img.format, len(img.getbands()), background)
+        conv = _conversion(img, background)
         if not _needs_cv2(img, data, conv):
             return _pillow_to_rgb8(img, name, conv), orientation
     # Pillow's pixels are released before OpenCV decodes the file at full precision.
     return _cv2_to_rgb8(data, name, label, conv), orientation
 
 
-def _conversion(fmt: str | None, bands: int, background: tuple[int, int, int] | None) -> Conversion:
+def _conversion(img: Image.Image | None, background: tuple[int, int, int] | None) -> Conversion:
     """The rules of the module docstring for one file: cv2.imread's by default, else compositing."""
     if background is not None:
         return Conversion(composite=True, background=tuple(float(v) for v in background), high_byte=False)
-    if fmt == "TIFF" and bands >= 3:  # OpenCV reads colour TIFF through libtiff's RGBA interface
-        return Conversion(composite=True, high_byte=False)
+    if img is not None and img.format == "TIFF" and len(img.getbands()) >= 3:
+        # OpenCV reads colour TIFF through libtiff's RGBA interface: 16-bit scaled, and colour premultiplied
+        # when the file marks its alpha unassociated (ExtraSamples = 2).
+        extra = img.tag_v2.get(338, ())
+        return Conversion(composite=2 in (extra if isinstance(extra, tuple) else (extra,)), high_byte=False)
     return Conversion()
 
 
@@ -553,6 +564,8 @@ def _pillow_to_array(img: Image.Image, name: str, conv: Conversion, fmt: str | N
         return np.asarray(img)
     if mode == "CMYK" and fmt == "JPEG":
         return cmyk_to_rgb_like_opencv(np.asarray(img))
+    if mode == "CMYK" and fmt == "TIFF":
+        return cmyk_to_rgb_like_libtiff(np.asarray(img))
     has_alpha = conv.composite and (
         mode in ("PA", "RGBa", "La")
         or "transparency" in img.info

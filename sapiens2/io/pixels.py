@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TILE_PIXELS", "Conversion", "cmyk_to_rgb_like_opencv", "convert_rows", "samples_to_rgb8"]
+__all__ = ["TILE_PIXELS", "Conversion", "cmyk_to_rgb_like_libtiff", "cmyk_to_rgb_like_opencv", "convert_rows",
+           "samples_to_rgb8"]
 
 #: Pixels converted per band: 256 Ki pixels, so a band's float32 temporaries stay near a few MiB.
 TILE_PIXELS = 1 << 18
@@ -78,6 +79,13 @@ def cmyk_to_rgb_like_opencv(cmyk: np.ndarray) -> np.ndarray:
     """
     k = 255 - cmyk[..., 3:].astype(np.uint16)
     return (k - ((cmyk[..., :3].astype(np.uint16) * k) >> 8)).astype(np.uint8)
+
+
+def cmyk_to_rgb_like_libtiff(cmyk: np.ndarray) -> np.ndarray:
+    """CMYK -> RGB exactly as OpenCV's TIFF reader (libtiff's RGBA interface) converts it:
+    ``(255 - C) * (255 - K) // 255`` per channel."""
+    k = 255 - cmyk[..., 3:].astype(np.uint16)
+    return ((255 - cmyk[..., :3].astype(np.uint16)) * k // 255).astype(np.uint8)
 
 
 def _to_uint8(a: np.ndarray, high_byte: bool) -> np.ndarray:

@@ -57,10 +57,13 @@ CASES: dict[str, Callable[[], bytes]] = {
     "gray16.pgm": lambda: cv2_bytes(".pgm", DEEP[..., 0]),
     "gray16.tif": lambda: cv2_bytes(".tif", DEEP[..., 0]),
     "rgb16.tif": lambda: cv2_bytes(".tif", DEEP[..., :3]),
-    "rgba.tif": lambda: pil_bytes(Image.fromarray(RGBA8, "RGBA"), "TIFF"),
+    "rgba.tif": lambda: pil_bytes(Image.fromarray(RGBA8, "RGBA"), "TIFF"),  # alpha unassociated: premultiplied
+    "bgra_no_extrasamples.tif": lambda: cv2_bytes(".tif", RGBA8),  # a fourth channel not marked alpha: kept out
+    "bgra16.tif": lambda: cv2_bytes(".tif", DEEP),
     "rgba.webp": lambda: pil_bytes(Image.fromarray(RGBA8, "RGBA"), "WEBP", lossless=True),
     "bgra.bmp": lambda: cv2_bytes(".bmp", RGBA8),
     "cmyk.jpg": lambda: pil_bytes(Image.fromarray(RGBA8, "CMYK"), "JPEG", quality=95),
+    "cmyk.tif": lambda: pil_bytes(Image.fromarray(RGBA8, "CMYK"), "TIFF"),
     "cmyk_flat.jpg": lambda: pil_bytes(Image.new("CMYK", (16, 16), (0, 255, 255, 0)), "JPEG", quality=95),
     "gray.jpg": lambda: pil_bytes(Image.fromarray(RGBA8[..., 0]), "JPEG", quality=90),
     "exif_rotated.jpg": rotated_jpeg,
