@@ -26,7 +26,8 @@ the same pixels here as in the reference demos:
   PNG): clipped to ``[0, 65535]``, then as above.
 - **CMYK** JPEG and TIFF are converted exactly as OpenCV converts them (JPEG:
   ``(255 - K) - (C * (255 - K) >> 8)`` per channel; TIFF: ``(255 - C) * (255 - K) // 255``; see
-  `sapiens2.io.pixels`). YCbCr / LAB / HSV images go through Pillow's conversion to RGB. No ICC profile is applied to any image (embedded profiles are ignored).
+  `sapiens2.io.pixels`). YCbCr / LAB / HSV images go through Pillow's conversion to RGB. No ICC profile
+  is applied to any image (embedded profiles are ignored).
 - **Float** images (TIFF/PFM, gray or colour), which ``cv2.imread`` cannot read, are taken to hold
   intensities in ``[0, 1]``: clipped, times 255, rounded; NaN becomes 0. A float map in other units (depth
   in metres, say) is not an image and should be read with a dedicated reader. Colour float TIFF, which
@@ -262,8 +263,7 @@ def _decode_pixels(data: bytes, name: str, label: str, max_pixels: int | None,
         # Pillow does not know this pixel layout (e.g. 3-channel float TIFF); OpenCV might. Its size
         # comes from the header first: OpenCV would decode a decompression bomb before saying how big.
         _check_pixels(_tiff_size(data, name), name, label, max_pixels)
-        conv = Conversion(high_byte=False) if background is None else _conversion(None, background)
-        return _cv2_to_rgb8(data, name, label, conv), 1
+        return _cv2_to_rgb8(data, name, label, _conversion(None, background)), 1
     with img:
         _load(img, name, label, data)
         orientation = _exif_orientation(img, name)
@@ -275,10 +275,13 @@ def _decode_pixels(data: bytes, name: str, label: str, max_pixels: int | None,
 
 
 def _conversion(img: Image.Image | None, background: tuple[int, int, int] | None) -> Conversion:
-    """The rules of the module docstring for one file: cv2.imread's by default, else compositing."""
+    """The rules of the module docstring for one file (``img`` None: a TIFF only OpenCV reads):
+    cv2.imread's by default, else compositing."""
     if background is not None:
         return Conversion(composite=True, background=tuple(float(v) for v in background), high_byte=False)
-    if img is not None and img.format == "TIFF" and len(img.getbands()) >= 3:
+    if img is None:
+        return Conversion(high_byte=False)  # libtiff's RGBA conventions, as below
+    if img.format == "TIFF" and len(img.getbands()) >= 3:
         # OpenCV reads colour TIFF through libtiff's RGBA interface: 16-bit scaled, and colour premultiplied
         # when the file marks its alpha unassociated (ExtraSamples = 2).
         extra = img.tag_v2.get(338, ())

@@ -160,8 +160,8 @@ def _palette_png() -> bytes:
 BANDED = {
     "rgba": (lambda: _pil(Image.fromarray(_SMALL, "RGBA"), "PNG"), [None, (0, 0, 0), (10, 200, 30)]),
     "palette+transparency": (_palette_png, [None, (0, 0, 0)]),
-    "colour-key": (lambda: _pil(Image.fromarray(_SMALL[..., :3]), "PNG", transparency=tuple(map(int, _SMALL[0, 0, :3]))),
-                   [None, (0, 0, 0)]),
+    "colour-key": (lambda: _pil(Image.fromarray(_SMALL[..., :3]), "PNG",
+                                transparency=tuple(map(int, _SMALL[0, 0, :3]))), [None, (0, 0, 0)]),
     "cmyk-jpeg": (FILES["cmyk-jpeg"], [None]),
     "rgba16": (lambda: cv2.imencode(".png", _SMALL.astype(np.uint16) * 250)[1].tobytes(), [None, (0, 0, 0)]),
     "float-tiff": (FILES["float-tiff"], [None]),
