@@ -32,7 +32,9 @@ the same pixels here as in the reference demos:
   intensities in ``[0, 1]``: clipped, times 255, rounded; NaN becomes 0. A float map in other units (depth
   in metres, say) is not an image and should be read with a dedicated reader. Colour float TIFF, which
   Pillow cannot open, is decoded by OpenCV, and its orientation tag is not applied.
-- **Animated / multi-page** files (GIF, APNG, WebP, TIFF) give their first frame.
+- **Animated / multi-page** files (GIF, APNG, WebP, TIFF) give their first frame. A transparent GIF pixel
+  gives its stored palette colour (OpenCV >= 4.11 shows the GIF's background colour there instead, and
+  older OpenCV cannot read GIF at all).
 
 Formats: JPEG (incl. MPO), PNG/APNG, BMP, TIFF, WebP, GIF, JPEG 2000, PNM/PFM, QOI, and AVIF when
 Pillow has libavif; see `IMAGE_EXTENSIONS`. The format is recognised from the bytes, not the name.
