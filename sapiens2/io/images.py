@@ -4,28 +4,37 @@
 (EXIF orientation applied), C-contiguous. Every failure is an `ImageDecodeError` subclass whose message
 names the file and the reason, so a batch job can log it, skip the file and carry on.
 
-Conversions, chosen once and applied to every format:
+Conversions, by default those of the reference's ``cv2.imread(path)`` (then BGR -> RGB), so a photo gives
+the same pixels here as in the reference demos:
 
 - **Orientation.** EXIF tag 0x0112 values 1..8 are applied. A missing, unreadable or out-of-range tag
   means "upright"; a corrupt EXIF block never fails an image whose pixels decode.
-- **Alpha** (LA, RGBA, PA, palette transparency, PNG colour keys, 16-bit and float alpha) is composited onto
-  **black** by default, i.e. the colour is premultiplied by alpha. Fully transparent pixels therefore
-  carry no hidden colour whatever the encoder stored under them, and a cutout on black is exactly
-  ``foreground * alpha``, the convention matting data uses. Pass ``background=`` for another colour.
+- **Alpha** (LA, RGBA, PA, palette transparency, PNG colour keys) is **ignored**: the stored colour is kept,
+  whatever the alpha. TIFF whose alpha is marked unassociated (ExtraSamples 2, what Pillow and most editors
+  write) is the exception, as in OpenCV, which reads colour TIFF through libtiff's RGBA interface: there the
+  colour is composited onto black (premultiplied by alpha).
+  Pass ``background=(r, g, b)`` to composite every format onto that colour instead (``(0, 0, 0)``: a cutout
+  on black is exactly ``foreground * alpha``, the convention matting data uses, and fully transparent pixels
+  carry no hidden colour); samples are then scaled at full precision (16-bit: ``round(v * 255 / 65535)``).
 - **Grayscale** (1, L, I;16, I, F) is replicated to three channels.
 - **Palette** images are expanded through their palette.
-- **CMYK / YCbCr / LAB / HSV** go through Pillow's conversion to RGB. No ICC profile is applied to any
-  image (embedded profiles are ignored), so CMYK colours are approximate.
-- **16-bit** samples (PNG, TIFF, PGM) are scaled, not truncated: ``round(v * 255 / 65535)``, so 0 -> 0,
-  65535 -> 255 and ``257 * k -> k``. 16-bit colour PNG/TIFF is decoded with OpenCV
-  (``IMREAD_UNCHANGED``) because Pillow keeps only the high byte of each sample.
+- **16-bit** samples (PNG, PGM, gray TIFF) keep their high byte, ``v >> 8``, as libpng and OpenCV do.
+  16-bit colour TIFF is scaled, ``round(v * 255 / 65535)`` (libtiff's RGBA interface). 16-bit colour
+  PNG/TIFF is decoded with OpenCV (``IMREAD_UNCHANGED``) where the scaled value is needed, because Pillow
+  keeps only the high byte of each sample.
 - **32-bit integer** grayscale (Pillow mode ``I``) is read as 16-bit data (how Pillow stores 16-bit
-  PNG): clipped to ``[0, 65535]`` and scaled as above.
-- **Float** images (TIFF/PFM, gray or colour) are taken to hold intensities in ``[0, 1]``: clipped,
-  times 255, rounded; NaN becomes 0. A float map in other units (depth in metres, say) is not an image
-  and should be read with a dedicated reader. Colour float TIFF, which Pillow cannot open, is decoded
-  by OpenCV, and its orientation tag is not applied.
-- **Animated / multi-page** files (GIF, APNG, WebP, TIFF) give their first frame.
+  PNG): clipped to ``[0, 65535]``, then as above.
+- **CMYK** JPEG and TIFF are converted exactly as OpenCV converts them (JPEG:
+  ``(255 - K) - (C * (255 - K) >> 8)`` per channel; TIFF: ``(255 - C) * (255 - K) // 255``; see
+  `sapiens2.io.pixels`). YCbCr / LAB / HSV images go through Pillow's conversion to RGB. No ICC profile
+  is applied to any image (embedded profiles are ignored).
+- **Float** images (TIFF/PFM, gray or colour), which ``cv2.imread`` cannot read, are taken to hold
+  intensities in ``[0, 1]``: clipped, times 255, rounded; NaN becomes 0. A float map in other units (depth
+  in metres, say) is not an image and should be read with a dedicated reader. Colour float TIFF, which
+  Pillow cannot open, is decoded by OpenCV, and its orientation tag is not applied.
+- **Animated / multi-page** files (GIF, APNG, WebP, TIFF) give their first frame. A transparent GIF pixel
+  gives its stored palette colour (OpenCV >= 4.11 shows the GIF's background colour there instead, and
+  older OpenCV cannot read GIF at all).
 
 Formats: JPEG (incl. MPO), PNG/APNG, BMP, TIFF, WebP, GIF, JPEG 2000, PNM/PFM, QOI, and AVIF when
 Pillow has libavif; see `IMAGE_EXTENSIONS`. The format is recognised from the bytes, not the name.
@@ -34,8 +43,12 @@ HEIC/HEIF, JPEG XL, OpenEXR, PSD, SVG and PDF are recognised and refused with
 
 Decoding is done with Pillow, whose errors (unlike ``cv2.imread``'s silent ``None`` or half-grey
 picture) tell a truncated file from a corrupt one, and whose header parse gives the image size before
-any pixel is decoded, which is where the decompression-bomb limit (``max_pixels``) is enforced. Pillow's
-own hard stop (``2 * PIL.Image.MAX_IMAGE_PIXELS``) still applies above that. Pillow's warnings during a
+any pixel is decoded, which is where the decompression-bomb limit (``max_pixels``) is enforced; a TIFF that
+only OpenCV can decode has its size read from its first image directory first. Pillow's own hard stop
+(``2 * PIL.Image.MAX_IMAGE_PIXELS``) still applies above that. Samples are converted to 8-bit RGB a band of
+rows at a time (`sapiens2.io.pixels`), so the peak memory of a decode is the decoded samples plus the
+3-byte output: 4-8 bytes per pixel for 8-bit modes, 16-24 for the 16-bit colour and float files OpenCV
+decodes (its decoder holds a second copy of its samples); see BENCHMARKS.md. Pillow's warnings during a
 decode are sent to this module's debug log; capturing them uses ``warnings.catch_warnings``, which is
 process-wide, so decode in worker processes rather than threads if other threads rely on warnings.
 """
@@ -46,6 +59,7 @@ import io
 import logging
 import os
 import stat
+import struct
 import warnings
 from pathlib import Path
 from typing import Final
@@ -53,6 +67,14 @@ from typing import Final
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError, features
+
+from sapiens2.io.pixels import (
+    Conversion,
+    cmyk_to_rgb_like_libtiff,
+    cmyk_to_rgb_like_opencv,
+    convert_rows,
+    samples_to_rgb8,
+)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -157,14 +179,14 @@ def read_image(
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_bytes: int | None = DEFAULT_MAX_BYTES,
-    background: tuple[int, int, int] = (0, 0, 0),
+    background: tuple[int, int, int] | None = None,
 ) -> np.ndarray:
     """Read an image file as an upright ``H x W x 3`` ``uint8`` RGB array.
 
     Raises an `ImageDecodeError` subclass naming ``path`` on any failure (see the module docstring for
     the conversions). ``max_pixels`` bounds ``width * height`` before decoding, ``max_bytes`` the file
-    size before reading; ``None`` disables a limit. ``background`` is the RGB colour alpha is
-    composited onto.
+    size before reading; ``None`` disables a limit. ``background``: None (default) ignores alpha as
+    ``cv2.imread`` does; an RGB colour composites alpha onto it.
     """
     data = _read_bytes(path, max_bytes)
     return decode_image(data, os.fspath(path), max_pixels=max_pixels, background=background)
@@ -204,7 +226,7 @@ def decode_image(
     name: str,
     *,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    background: tuple[int, int, int] = (0, 0, 0),
+    background: tuple[int, int, int] | None = None,
 ) -> np.ndarray:
     """Decode encoded image bytes (an upload, an archive member) exactly as `read_image` decodes a file.
 
@@ -215,7 +237,7 @@ def decode_image(
         raise EmptyImageError(name, "file is empty (0 bytes)")
     if max_pixels is not None and max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive or None, got {max_pixels}")
-    bg = _check_background(background)
+    _check_background(background)
 
     kind, label = _sniff(data)
     if kind == "not-image":
@@ -227,23 +249,46 @@ def decode_image(
     # limit). The outcome is decided here, so the warnings go to the debug log with the file's name.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        array, orientation = _decode_pixels(data, name, label, max_pixels)
+        rgb, orientation = _decode_pixels(data, name, label, max_pixels, background)
     for w in caught:
         logger.debug("%s: %s", name, w.message)
-    return _to_rgb8(_apply_orientation(array, orientation), bg, name)
+    if orientation == 1:
+        return rgb
+    return np.ascontiguousarray(_apply_orientation(rgb, orientation))
 
 
-def _decode_pixels(data: bytes, name: str, label: str, max_pixels: int | None) -> tuple[np.ndarray, int]:
+def _decode_pixels(data: bytes, name: str, label: str, max_pixels: int | None,
+                   background: tuple[int, int, int] | None) -> tuple[np.ndarray, int]:
+    """The stored pixels as uint8 RGB (orientation not yet applied) and the EXIF orientation."""
     img = _open_with_pillow(data, name, label, max_pixels)
     if img is None:
-        # Pillow does not know this pixel layout (e.g. 3-channel float TIFF); OpenCV might.
-        return _decode_with_cv2(data, name, label, max_pixels), 1
+        # Pillow does not know this pixel layout (e.g. 3-channel float TIFF); OpenCV might. Its size
+        # comes from the header first: OpenCV would decode a decompression bomb before saying how big.
+        _check_pixels(_tiff_size(data, name), name, label, max_pixels)
+        return _cv2_to_rgb8(data, name, label, _conversion(None, background)), 1
     with img:
         _load(img, name, label, data)
         orientation = _exif_orientation(img, name)
-        if _needs_cv2(img, data):
-            return _decode_with_cv2(data, name, label, max_pixels), orientation
-        return _pillow_to_array(img, name), orientation
+        conv = _conversion(img, background)
+        if not _needs_cv2(img, data, conv):
+            return _pillow_to_rgb8(img, name, conv), orientation
+    # Pillow's pixels are released before OpenCV decodes the file at full precision.
+    return _cv2_to_rgb8(data, name, label, conv), orientation
+
+
+def _conversion(img: Image.Image | None, background: tuple[int, int, int] | None) -> Conversion:
+    """The rules of the module docstring for one file (``img`` None: a TIFF only OpenCV reads):
+    cv2.imread's by default, else compositing."""
+    if background is not None:
+        return Conversion(composite=True, background=tuple(float(v) for v in background), high_byte=False)
+    if img is None:
+        return Conversion(high_byte=False)  # libtiff's RGBA conventions, as below
+    if img.format == "TIFF" and len(img.getbands()) >= 3:
+        # OpenCV reads colour TIFF through libtiff's RGBA interface: 16-bit scaled, and colour premultiplied
+        # when the file marks its alpha unassociated (ExtraSamples = 2).
+        extra = img.tag_v2.get(338, ())
+        return Conversion(composite=2 in (extra if isinstance(extra, tuple) else (extra,)), high_byte=False)
+    return Conversion()
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -414,6 +459,27 @@ def _check_pixels(size: tuple[int, int], name: str, label: str, max_pixels: int 
         )
 
 
+def _tiff_size(data: bytes, name: str) -> tuple[int, int]:
+    """(width, height) from the first image directory of a classic or big TIFF, before any decoding."""
+    try:
+        order = "<" if data[:2] == b"II" else ">"
+        big = struct.unpack_from(order + "H", data, 2)[0] == 43
+        count_fmt, entry_size, value_at = ("Q", 20, 12) if big else ("H", 12, 8)
+        ifd = struct.unpack_from(order + ("Q" if big else "I"), data, 8 if big else 4)[0]
+        (count,) = struct.unpack_from(order + count_fmt, data, ifd)
+        size: dict[int, int] = {}
+        for i in range(min(count, 4096)):
+            at = ifd + (8 if big else 2) + i * entry_size
+            tag, kind = struct.unpack_from(order + "HH", data, at)
+            if tag in (256, 257) and kind in (3, 4, 16):
+                size[tag] = struct.unpack_from(order + {3: "H", 4: "I", 16: "Q"}[kind], data, at + value_at)[0]
+    except struct.error:
+        size = {}
+    if 256 not in size or 257 not in size:
+        raise CorruptImageError(name, "TIFF header is corrupt: no image width and height in its first directory")
+    return size[256], size[257]
+
+
 def _load(img: Image.Image, name: str, label: str, data: bytes) -> None:
     try:
         img.load()
@@ -445,11 +511,12 @@ def _missing_end(label: str, data: bytes | None) -> bool:
     return False
 
 
-def _needs_cv2(img: Image.Image, data: bytes) -> bool:
-    """Whether Pillow would lose precision: it keeps only the high byte of 16-bit colour samples."""
+def _needs_cv2(img: Image.Image, data: bytes, conv: Conversion) -> bool:
+    """Whether Pillow would lose precision that `conv` keeps: Pillow keeps only the high byte of 16-bit
+    colour samples, which is the default for PNG but not for TIFF or when compositing."""
     if img.format == "PNG":
         # IHDR: bit depth at byte 24, colour type at 25 (0 = gray, which Pillow reads as I;16 exactly).
-        return len(data) > 25 and data[24] == 16 and data[25] != 0
+        return not conv.high_byte and len(data) > 25 and data[24] == 16 and data[25] != 0
     if img.format == "TIFF":
         bits = img.tag_v2.get(258, (8,))
         bits = bits if isinstance(bits, tuple) else (bits,)
@@ -457,8 +524,8 @@ def _needs_cv2(img: Image.Image, data: bytes) -> bool:
     return False
 
 
-def _decode_with_cv2(data: bytes, name: str, label: str, max_pixels: int | None) -> np.ndarray:
-    """Full-precision decode to an RGB(A) or gray array of the file's own sample type."""
+def _cv2_to_rgb8(data: bytes, name: str, label: str, conv: Conversion) -> np.ndarray:
+    """Full-precision decode with OpenCV (the file's own sample type), then converted band by band."""
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         array = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
@@ -468,23 +535,43 @@ def _decode_with_cv2(data: bytes, name: str, label: str, max_pixels: int | None)
         raise CorruptImageError(
             name, f"neither Pillow nor OpenCV can decode this {label} file (corrupt, or an unsupported variant)"
         )
-    _check_pixels((array.shape[1], array.shape[0]), name, label, max_pixels)
-    if array.ndim == 3 and array.shape[2] == 3:
-        array = array[..., ::-1]
-    elif array.ndim == 3 and array.shape[2] == 4:
-        array = array[..., [2, 1, 0, 3]]
-    return array
+    # BGR(A) -> RGB(A) band by band: reordering the whole array at once would copy all of it.
+    order = {3: [2, 1, 0], 4: [2, 1, 0, 3]}.get(array.shape[2] if array.ndim == 3 else 0)
+
+    def band(r0: int, r1: int) -> np.ndarray:
+        rows = array[r0:r1]
+        return _to_rgb8(rows if order is None else rows[..., order], conv, name)
+
+    return convert_rows(array.shape[0], array.shape[1], band)
 
 
-def _pillow_to_array(img: Image.Image, name: str) -> np.ndarray:
-    """The image as a numpy array in one of the layouts `_to_rgb8` understands."""
+def _pillow_to_rgb8(img: Image.Image, name: str, conv: Conversion) -> np.ndarray:
+    """A loaded Pillow image as uint8 RGB, converted a band of rows at a time (see `sapiens2.io.pixels`)."""
+    width, height = img.size
+    fmt = img.format
+
+    def band(r0: int, r1: int) -> np.ndarray:
+        rows = img if (r0, r1) == (0, height) else img.crop((0, r0, width, r1))
+        return _to_rgb8(_pillow_to_array(rows, name, conv, fmt), conv, name)
+
+    return convert_rows(height, width, band)
+
+
+def _pillow_to_array(img: Image.Image, name: str, conv: Conversion, fmt: str | None) -> np.ndarray:
+    """The image as a numpy array in one of the layouts `samples_to_rgb8` understands."""
     mode = img.mode
     if mode in ("L", "RGB", "I") or mode.startswith("I;16"):
+        if not conv.composite:
+            return np.asarray(img)
         # A tRNS colour key (PNG) makes one gray level / colour transparent.
         return _colour_key_to_alpha(np.asarray(img), img.info.get("transparency"))
     if mode in ("1", "LA", "RGBA", "F"):
         return np.asarray(img)
-    has_alpha = (
+    if mode == "CMYK" and fmt == "JPEG":
+        return cmyk_to_rgb_like_opencv(np.asarray(img))
+    if mode == "CMYK" and fmt == "TIFF":
+        return cmyk_to_rgb_like_libtiff(np.asarray(img))
+    has_alpha = conv.composite and (
         mode in ("PA", "RGBa", "La")
         or "transparency" in img.info
         or (mode == "P" and img.palette is not None and img.palette.mode == "RGBA")
@@ -493,7 +580,7 @@ def _pillow_to_array(img: Image.Image, name: str) -> np.ndarray:
         # P, PA, CMYK, YCbCr, LAB, HSV, RGBX, ... through Pillow's own conversions
         return np.asarray(img.convert("RGBA" if has_alpha else "RGB"))
     except Exception as e:
-        reason = f"{img.format} colour mode {mode!r} cannot be converted to RGB ({e})"
+        reason = f"{fmt} colour mode {mode!r} cannot be converted to RGB ({e})"
         raise UnsupportedImageFormatError(name, reason) from e
 
 
@@ -542,51 +629,16 @@ def _apply_orientation(a: np.ndarray, orientation: int) -> np.ndarray:
     return a
 
 
-def _check_background(background: tuple[int, int, int]) -> np.ndarray:
+def _check_background(background: tuple[int, int, int] | None) -> None:
+    if background is None:
+        return
     bg = np.asarray(background, dtype=np.float32).reshape(-1)
     if bg.shape != (3,) or not np.all((bg >= 0) & (bg <= 255)):
-        raise ValueError(f"background must be three values in 0..255, got {background!r}")
-    return bg
+        raise ValueError(f"background must be None or three values in 0..255, got {background!r}")
 
 
-def _unit_float(a: np.ndarray) -> np.ndarray:
-    """Samples as float32 in [0, 1], by the conventions in the module docstring."""
-    if a.dtype == np.bool_:
-        return a.astype(np.float32)
-    if a.dtype == np.uint8:
-        return a.astype(np.float32) / 255.0
-    if a.dtype.kind in "ui":  # 16-bit (any byte order) and Pillow's 32-bit "I"
-        return np.clip(a, 0, 65535).astype(np.float32) / 65535.0
-    if a.dtype.kind == "f":
-        return np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
-    raise TypeError(f"unexpected sample type {a.dtype}")
-
-
-def _to_rgb8(a: np.ndarray, bg: np.ndarray, name: str) -> np.ndarray:
-    """gray / gray+alpha / RGB / RGBA of any sample type -> contiguous H x W x 3 uint8 RGB."""
-    if a.ndim == 3 and a.shape[2] == 1:
-        a = a[..., 0]
-    if a.ndim == 2:
-        color, alpha = a[..., None], None
-    elif a.ndim == 3 and a.shape[2] in (2, 4):
-        color, alpha = a[..., :-1], a[..., -1:]
-    elif a.ndim == 3 and a.shape[2] == 3:
-        color, alpha = a, None
-    else:
-        raise UnsupportedImageFormatError(name, f"images with shape {a.shape} (channels) are not supported")
-
-    if alpha is None and color.dtype == np.uint8:
-        out = color if color.shape[2] == 3 else np.repeat(color, 3, axis=2)
-        return np.ascontiguousarray(out)
-    if alpha is None and color.dtype == np.bool_:
-        return np.ascontiguousarray(np.repeat(color.astype(np.uint8) * 255, 3, axis=2))
-
-    rgb = _unit_float(color)
-    if rgb.shape[2] == 1:
-        rgb = np.repeat(rgb, 3, axis=2)
-    if alpha is None:
-        out = rgb * 255.0
-    else:
-        w = _unit_float(alpha)
-        out = rgb * (w * 255.0) + bg * (1.0 - w)
-    return np.ascontiguousarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+def _to_rgb8(a: np.ndarray, conv: Conversion, name: str) -> np.ndarray:
+    try:
+        return samples_to_rgb8(a, conv)
+    except (ValueError, TypeError) as e:
+        raise UnsupportedImageFormatError(name, str(e)) from e

@@ -1,6 +1,9 @@
 """Video in and out: frames decoded with OpenCV, annotated videos encoded as H.264 MP4 with PyAV.
 
-`VideoReader` yields upright RGB uint8 frames from a file or a webcam index (`cv2.VideoCapture` either way).
+`VideoReader` yields upright RGB uint8 frames from a file or a webcam index (`cv2.VideoCapture` either way),
+and says afterwards whether the file was whole: `VideoReader.report()` compares the frames decoded with the
+container's frame count and lists the frames whose decode failed (`VideoReport`), so a truncated or damaged
+video is not taken for a short one.
 `VideoWriter` takes RGB frames and writes an MP4 that browsers play: H.264 (libx264, yuv420p) through PyAV
 when `av` is installed (the `video` extra), otherwise OpenCV's MPEG-4 Part 2 (`mp4v`), which most desktop
 players read but browsers do not; `VideoWriter.note` says which was used and why. OpenCV's own H.264
@@ -17,6 +20,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Self
@@ -26,9 +30,12 @@ import numpy as np
 
 from sapiens2.io.writers import TEMP_SUFFIX
 
-__all__ = ["VideoError", "VideoReader", "VideoWriter", "have_pyav"]
+__all__ = ["VideoError", "VideoReader", "VideoReport", "VideoWriter", "have_pyav"]
 
 DEFAULT_FPS = 30.0
+# A failed read before the container's last frame is retried this many times in a row before the video is
+# taken to end there: a damaged frame is skipped, a cut file stops after a few instant failures.
+MAX_CONSECUTIVE_FAILURES = 16
 
 
 class VideoError(Exception):
@@ -53,11 +60,55 @@ def have_pyav() -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class VideoReport:
+    """How a read of a video went: decoded frames against the container's count, and failed frames.
+
+    ``expected_frames``: the container's frame count (0 when unknown: a webcam, some streams; for some
+    formats it is an estimate from the duration). ``decoded_frames``: frames handed out. ``failed_frames``:
+    container positions (0-based) whose decode failed while later frames decoded; those frames were skipped.
+    ``finished``: the stream was read to its end (False when the consumer stopped early, which is no fault
+    of the file).
+    """
+
+    expected_frames: int
+    decoded_frames: int
+    failed_frames: tuple[int, ...] = ()
+    finished: bool = True
+
+    @property
+    def missing_frames(self) -> int:
+        """Frames the container announced that were neither decoded nor reported failed: the file ends
+        early (truncated) or the decoder dropped damaged frames silently. 0 when the count is unknown or the
+        read was stopped early."""
+        if not self.finished or self.expected_frames <= 0:
+            return 0
+        return max(0, self.expected_frames - self.decoded_frames - len(self.failed_frames))
+
+    @property
+    def complete(self) -> bool:
+        """True when nothing is known to be missing or damaged."""
+        return not self.failed_frames and self.missing_frames == 0
+
+    def problem(self) -> str | None:
+        """One sentence for an error report, or None when `complete`."""
+        parts = []
+        if self.missing_frames:
+            parts.append(f"decoded {self.decoded_frames} of the {self.expected_frames} frames the container "
+                         f"announces ({self.missing_frames} missing: the file is truncated or damaged)")
+        if self.failed_frames:
+            shown = ", ".join(map(str, self.failed_frames[:10])) + (", ..." if len(self.failed_frames) > 10 else "")
+            parts.append(f"{len(self.failed_frames)} frame(s) could not be decoded and were skipped (frames {shown})")
+        return "; ".join(parts) or None
+
+
 class VideoReader:
     """RGB frames of a video file, or of a webcam when given an integer index.
 
     ``fps`` falls back to 30 when the container does not say; ``frame_count`` is the container's estimate
-    (0 when unknown, always for a webcam). Iterating reads frames until the stream ends.
+    (0 when unknown, always for a webcam). Iterating reads frames until the stream ends; `frames` gives each
+    frame with its position in the container (which counts skipped frames), and `report` says afterwards
+    whether anything was missing or damaged.
     """
 
     def __init__(self, source: str | os.PathLike | int) -> None:
@@ -78,14 +129,38 @@ class VideoReader:
         self.fps = fps if 0.5 < fps < 1000 else DEFAULT_FPS
         self.frame_count = max(0, int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
         self.frames_read = 0
+        self.failed_frames: list[int] = []
+        self.finished = False
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        for _, frame in self.frames():
+            yield frame
+
+    def frames(self) -> Iterator[tuple[int, np.ndarray]]:
+        """(position, RGB frame) pairs. A failed read before the container's announced end is retried (up
+        to `MAX_CONSECUTIVE_FAILURES` in a row); the positions that failed before a later frame decoded are
+        recorded in `failed_frames`, failures at the end count as missing frames in `report`."""
+        position = 0
+        pending: list[int] = []  # failed positions not yet followed by a decoded frame
         while True:
             ok, frame = self._cap.read()
             if not ok or frame is None:
-                return
+                more = position < self.frame_count and len(pending) < MAX_CONSECUTIVE_FAILURES
+                if not more or self.is_webcam:
+                    self.finished = True
+                    return
+                pending.append(position)
+                position += 1
+                continue
+            self.failed_frames += pending
+            pending = []
             self.frames_read += 1
-            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            yield position, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            position += 1
+
+    def report(self) -> VideoReport:
+        """What the read so far found (see `VideoReport`); ask after the iteration ends."""
+        return VideoReport(self.frame_count, self.frames_read, tuple(self.failed_frames), self.finished)
 
     def close(self) -> None:
         self._cap.release()

@@ -10,6 +10,12 @@ leave a temporary file behind, never a damaged target; `remove_stale_temp_files`
 New files get the permissions a plain ``open(path, "w")`` would give them (0o666 minus the umask);
 an overwritten file keeps its permissions. Missing parent folders are created. Images are taken in
 RGB(A) order, the order `read_image` returns.
+
+JSON is UTF-8, and file names that are not valid UTF-8 are kept losslessly: Python hands such a name out
+(``os.fsdecode``, ``os.listdir``, `pathlib`) with each undecodable byte XX as the lone surrogate U+DCXX
+("surrogateescape"). `write_json` writes each of those as the JSON escape ``\\udcXX`` (the rest of the text
+stays as it is), so the file is valid UTF-8 JSON, and ``os.fsencode(json.load(f)["file"])`` gives back the
+exact bytes of the name. Readers in other languages see the escape, which marks the byte that was not UTF-8.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import stat
 import tempfile
 import time
@@ -33,6 +40,7 @@ __all__ = [
     "atomic_open",
     "remove_stale_temp_files",
     "write_bytes",
+    "json_text",
     "write_errors_json",
     "write_image",
     "write_json",
@@ -48,6 +56,7 @@ IMAGE_WRITE_EXTENSIONS: Final[frozenset[str]] = frozenset({".png", ".jpg", ".jpe
 _SIXTEEN_BIT_EXTENSIONS: Final[frozenset[str]] = frozenset({".png", ".tif", ".tiff"})
 
 PathLike = str | os.PathLike[str]
+_SURROGATE: Final[re.Pattern[str]] = re.compile("[\ud800-\udfff]")
 
 
 @contextlib.contextmanager
@@ -106,8 +115,15 @@ def write_json(path: PathLike, obj: Any, *, indent: int | None = 2) -> Path:
     NaN and infinity are refused (``ValueError``, nothing written): they are not JSON and break strict
     readers; store ``None`` instead.
     """
+    return write_text(path, json_text(obj, indent=indent) + "\n")
+
+
+def json_text(obj: Any, *, indent: int | None = 2) -> str:
+    """``obj`` as the JSON text `write_json` writes: UTF-8-encodable, lone surrogates (non-UTF-8 file names,
+    see the module docstring) as ``\\uXXXX`` escapes, NaN and infinity refused."""
     text = json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False, default=_json_default)
-    return write_text(path, text + "\n")
+    # Outside strings JSON text is ASCII, so any surrogate is inside a string, where its escape means it.
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def write_npy(path: PathLike, array: np.ndarray) -> Path:
@@ -214,20 +230,25 @@ def _error_entry(err: Any) -> dict[str, Any]:
     if isinstance(err, tuple) and len(err) == 2:
         file, exc = err
         reason = getattr(exc, "reason", None) or str(exc) or repr(exc)
-        return {"file": os.fspath(file), "reason": reason, "error_type": type(exc).__name__}
+        return {"file": _name(file), "reason": reason, "error_type": type(exc).__name__}
     if hasattr(err, "input") and hasattr(err, "reason"):  # MissingInput
         entry = {"file": err.input, "reason": err.reason, "error_type": type(err).__name__}
         if getattr(err, "source", None):
             entry["source"] = err.source
         return entry
     if hasattr(err, "path") and hasattr(err, "reason"):  # ImageDecodeError and friends
-        return {"file": os.fspath(err.path), "reason": err.reason, "error_type": type(err).__name__}
+        return {"file": _name(err.path), "reason": err.reason, "error_type": type(err).__name__}
     if isinstance(err, BaseException):
         file = getattr(err, "filename", None)
         reason = (err.strerror if isinstance(err, OSError) and err.strerror else str(err)) or repr(err)
-        return {"file": os.fspath(file) if file is not None else None, "reason": reason,
+        return {"file": _name(file) if file is not None else None, "reason": reason,
                 "error_type": type(err).__name__}
     raise TypeError(f"cannot report {err!r}: expected an exception, a MissingInput or a (file, exception) pair")
+
+
+def _name(path: Any) -> str:
+    """A file name for a report: bytes names decoded the way the OS module does (lossless)."""
+    return os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
 
 
 def _json_default(obj: Any) -> Any:

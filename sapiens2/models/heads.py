@@ -14,14 +14,18 @@ from torch import nn
 
 
 class RMSNorm2d(nn.Module):
-    """RMSNorm across channels at each pixel (the albedo head's norm); key `<unit>.norm.weight`."""
+    """RMSNorm across channels at each pixel (the albedo head's norm); key `<unit>.norm.weight`.
+
+    Both sides are made contiguous, as in the reference: the fused norm reduces a permuted view in another
+    order (~1e-6 apart), and a channels_last result would change how the next convolution rounds.
+    """
 
     def __init__(self, channels: int, eps: float = 1e-6) -> None:
         super().__init__()
         self.norm = nn.RMSNorm(channels, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return self.norm(x.permute(0, 2, 3, 1).contiguous()).permute(0, 3, 1, 2).contiguous()
 
 
 def _norm(kind: str, channels: int) -> nn.Module:

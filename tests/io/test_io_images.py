@@ -345,26 +345,30 @@ def test_bilevel_image() -> None:
     np.testing.assert_array_equal(out[..., 0], np.eye(8, dtype=np.uint8) * 255)
 
 
-def test_16bit_gray_png_is_scaled_not_truncated() -> None:
+def test_16bit_gray_png_keeps_the_high_byte_like_opencv() -> None:
     values = np.array([[0, 255, 257, 32896, 65280, 65535]], np.uint16)
     data = cv2.imencode(".png", values)[1].tobytes()
     out = decode_image(data, "depthlike.png")
-    # 255 -> 1 and 65280 -> 254 show rounding v*255/65535, not the high byte (0 and 255).
-    assert out[0, :, 0].tolist() == [0, 1, 1, 128, 254, 255]
+    # 255 -> 0 and 65280 -> 255 show the high byte (v >> 8), what cv2.imread gives.
+    assert out[0, :, 0].tolist() == [0, 0, 1, 128, 255, 255]
     assert (out[..., 0] == out[..., 2]).all()
+    # Compositing (an explicit background) scales at full precision: round(v * 255 / 65535).
+    assert decode_image(data, "depthlike.png", background=(0, 0, 0))[0, :, 0].tolist() == [0, 1, 1, 128, 254, 255]
 
 
-def test_16bit_colour_png_keeps_channels_and_precision() -> None:
+def test_16bit_colour_png_keeps_the_high_byte_or_full_precision_when_compositing() -> None:
     rgb = np.array([[[65535, 32896, 0], [255, 65280, 257]]], np.uint16)
     data = cv2.imencode(".png", rgb[..., ::-1].copy())[1].tobytes()  # cv2 writes BGR
-    out = decode_image(data, "deep.png")
-    assert out.tolist() == [[[255, 128, 0], [1, 254, 1]]]
+    assert decode_image(data, "deep.png").tolist() == [[[255, 128, 0], [0, 255, 1]]]
+    assert decode_image(data, "deep.png", background=(9, 9, 9)).tolist() == [[[255, 128, 0], [1, 254, 1]]]
 
 
-def test_16bit_rgba_png_composited() -> None:
+def test_16bit_rgba_png_alpha_ignored_or_composited() -> None:
     rgba = np.array([[[65535, 0, 0, 65535], [65535, 65535, 65535, 0], [0, 65535, 0, 32768]]], np.uint16)
     data = cv2.imencode(".png", rgba[..., [2, 1, 0, 3]].copy())[1].tobytes()
-    assert decode_image(data, "deep_alpha.png").tolist() == [[[255, 0, 0], [0, 0, 0], [0, 128, 0]]]
+    assert decode_image(data, "deep_alpha.png").tolist() == [[[255, 0, 0], [255, 255, 255], [0, 255, 0]]]
+    composited = decode_image(data, "deep_alpha.png", background=(0, 0, 0))
+    assert composited.tolist() == [[[255, 0, 0], [0, 0, 0], [0, 128, 0]]]
 
 
 def test_16bit_colour_png_orientation_applied() -> None:
@@ -399,10 +403,11 @@ def test_float_colour_tiff_via_opencv() -> None:
     assert decode_image(data, "float_rgb.tif").tolist() == [[[255, 128, 0], [64, 0, 255]]]
 
 
-def test_rgba_composited_on_black_by_default() -> None:
+def test_rgba_alpha_ignored_by_default_composited_on_request() -> None:
     a = np.array([[[200, 100, 50, 128], [10, 20, 30, 0], [10, 20, 30, 255]]], np.uint8)
     data = encode(a, "PNG")
-    assert decode_image(data, "cut.png").tolist() == [[[100, 50, 25], [0, 0, 0], [10, 20, 30]]]
+    assert decode_image(data, "cut.png").tolist() == [[[200, 100, 50], [10, 20, 30], [10, 20, 30]]]
+    assert decode_image(data, "cut.png", background=(0, 0, 0)).tolist() == [[[100, 50, 25], [0, 0, 0], [10, 20, 30]]]
     assert decode_image(data, "cut.png", background=(255, 255, 255)).tolist() == [
         [[227, 177, 152], [255, 255, 255], [10, 20, 30]]
     ]
@@ -412,7 +417,8 @@ def test_la_gray_with_alpha() -> None:
     la = np.array([[[200, 255], [200, 0], [200, 51]]], np.uint8)
     img = Image.fromarray(la)
     assert img.mode == "LA"
-    out = decode_image(encode(img, "PNG"), "la.png")
+    assert decode_image(encode(img, "PNG"), "la.png")[..., 0].tolist() == [[200, 200, 200]]
+    out = decode_image(encode(img, "PNG"), "la.png", background=(0, 0, 0))
     assert out[..., 0].tolist() == [[200, 0, 40]]
 
 
@@ -421,7 +427,8 @@ def test_palette_with_transparency() -> None:
     img.putpalette([0, 0, 0, 255, 0, 0, 0, 0, 255] + [0] * (253 * 3))
     img.putdata([0, 1, 2])
     data = encode(img, "PNG", transparency=1)  # index 1 (red) is transparent
-    assert decode_image(data, "pal.png").tolist() == [[[0, 0, 0], [0, 0, 0], [0, 0, 255]]]
+    assert decode_image(data, "pal.png").tolist() == [[[0, 0, 0], [255, 0, 0], [0, 0, 255]]]
+    assert decode_image(data, "pal.png", background=(0, 0, 0)).tolist() == [[[0, 0, 0], [0, 0, 0], [0, 0, 255]]]
     assert decode_image(data, "pal.png", background=(0, 255, 0)).tolist() == [[[0, 0, 0], [0, 255, 0], [0, 0, 255]]]
 
 
@@ -437,7 +444,10 @@ def test_gif_with_transparency() -> None:
     img.putpalette([255, 0, 0, 0, 255, 0] + [0] * (254 * 3))
     img.putdata([0, 1])
     data = encode(img, "GIF", transparency=0)
-    assert decode_image(data, "anim.gif").tolist() == [[[0, 0, 0], [0, 255, 0]]]
+    # The stored palette colour (OpenCV >= 4.11 shows the GIF's background colour there instead, and
+    # older OpenCV cannot read GIF at all; see the module docstring).
+    assert decode_image(data, "anim.gif").tolist() == [[[255, 0, 0], [0, 255, 0]]]
+    assert decode_image(data, "anim.gif", background=(0, 0, 0)).tolist() == [[[0, 0, 0], [0, 255, 0]]]
 
 
 def test_cmyk_jpeg() -> None:
@@ -546,10 +556,13 @@ def test_module_is_documented() -> None:
     [(np.array([[10, 200]], np.uint8), 10), (np.array([[[1, 2, 3], [200, 100, 50]]], np.uint8), (1, 2, 3))],
 )
 def test_png_colour_key_transparency(pixels: np.ndarray, key) -> None:
-    """PNG tRNS on a gray or RGB image marks one value transparent; it must not be dropped."""
-    out = decode_image(encode(pixels, "PNG", transparency=key), "keyed.png")
-    opaque = pixels[0, 1] if pixels.ndim == 3 else [pixels[0, 1]] * 3
-    assert out[0, 0].tolist() == [0, 0, 0] and out[0, 1].tolist() == list(opaque)
+    """PNG tRNS on a gray or RGB image marks one value transparent: ignored by default (as cv2.imread),
+    honoured when compositing."""
+    data = encode(pixels, "PNG", transparency=key)
+    rgb = pixels if pixels.ndim == 3 else np.repeat(pixels[..., None], 3, axis=2)
+    assert decode_image(data, "keyed.png").tolist() == rgb.tolist()
+    out = decode_image(data, "keyed.png", background=(0, 0, 0))
+    assert out[0, 0].tolist() == [0, 0, 0] and out[0, 1].tolist() == rgb[0, 1].tolist()
 
 
 def test_16bit_png_colour_key_transparency() -> None:
@@ -558,8 +571,10 @@ def test_16bit_png_colour_key_transparency() -> None:
     at = 8 + 25  # right after IHDR
     gray = gray[:at] + png_chunk(b"tRNS", struct.pack(">H", 1000)) + gray[at:]
     rgb = rgb[:at] + png_chunk(b"tRNS", struct.pack(">HHH", 1000, 2000, 3000)) + rgb[at:]
-    assert decode_image(gray, "g16.png").tolist() == [[[0, 0, 0], [255, 255, 255]]]
-    assert decode_image(rgb, "rgb16.png").tolist() == [[[0, 0, 0], [255, 0, 0]]]
+    assert decode_image(gray, "g16.png", background=(0, 0, 0)).tolist() == [[[0, 0, 0], [255, 255, 255]]]
+    assert decode_image(rgb, "rgb16.png", background=(0, 0, 0)).tolist() == [[[0, 0, 0], [255, 0, 0]]]
+    assert decode_image(gray, "g16.png").tolist() == [[[3, 3, 3], [255, 255, 255]]]
+    assert decode_image(rgb, "rgb16.png").tolist() == [[[3, 7, 11], [255, 0, 0]]]
 
 
 def test_format_comes_from_the_bytes_not_the_name(tmp_path: Path) -> None:

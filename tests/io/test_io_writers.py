@@ -23,6 +23,7 @@ from sapiens2.io.inputs import MissingInput
 from sapiens2.io.writers import (
     TEMP_SUFFIX,
     atomic_open,
+    json_text,
     remove_stale_temp_files,
     write_bytes,
     write_errors_json,
@@ -128,7 +129,8 @@ def test_image_16bit_gray_and_rgba(tmp_path: Path) -> None:
     depth = np.array([[0, 257, 65535]], np.uint16)
     assert read_image(write_image(tmp_path / "d.png", depth))[..., 0].tolist() == [[0, 1, 255]]
     rgba = np.array([[[10, 20, 30, 255], [10, 20, 30, 0]]], np.uint8)
-    assert read_image(write_image(tmp_path / "a.png", rgba)).tolist() == [[[10, 20, 30], [0, 0, 0]]]
+    composited = read_image(write_image(tmp_path / "a.png", rgba), background=(0, 0, 0))
+    assert composited.tolist() == [[[10, 20, 30], [0, 0, 0]]]
 
 
 @pytest.mark.parametrize(
@@ -358,3 +360,37 @@ def test_error_report_refuses_unknown_items_before_writing(tmp_path: Path) -> No
     with pytest.raises(TypeError):
         write_errors_json(["just a string"], tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ names that are not UTF-8
+
+_RAW_NAMES = [b"caf\xe9.jpg", b"\xff\xfe.png", b"ok_\xc3\xa9_then_\x80.jpg", b"plain.jpg"]
+
+
+@pytest.mark.parametrize("raw", _RAW_NAMES)
+def test_non_utf8_names_round_trip_through_errors_json(tmp_path: Path, raw: bytes) -> None:
+    name = os.fsdecode(raw)  # what os.listdir / pathlib hand out: undecodable bytes as U+DCxx
+    path = write_errors_json([(name, ValueError("bad")), (Path(name), OSError("x"))], tmp_path)
+    data = path.read_bytes()
+    data.decode("utf-8")  # valid UTF-8 ...
+    report = json.loads(data)  # ... and valid JSON
+    assert [os.fsencode(e["file"]) for e in report["errors"]] == [raw, raw]
+
+
+def test_non_utf8_names_are_written_as_json_escapes(tmp_path: Path) -> None:
+    name = os.fsdecode(b"caf\xe9 \xc3\xa9.jpg")
+    text = write_json(tmp_path / "p.json", {"file": name, name: 1}).read_text(encoding="utf-8")
+    assert "caf\\udce9 \u00e9.jpg" in text  # the bad byte escaped, real UTF-8 left readable
+    back = json.loads(text)
+    assert back == {"file": name, name: 1}
+
+
+def test_bytes_names_in_error_reports(tmp_path: Path) -> None:
+    err = OSError(2, "No such file or directory", b"gone\xff.jpg")
+    report = json.loads(write_errors_json([err], tmp_path).read_text(encoding="utf-8"))
+    assert os.fsencode(report["errors"][0]["file"]) == b"gone\xff.jpg"
+
+
+def test_json_text_is_what_write_json_writes(tmp_path: Path) -> None:
+    obj = {"a": [1, 2.5, None], "name": os.fsdecode(b"\xfe")}
+    assert write_json(tmp_path / "x.json", obj).read_text(encoding="utf-8") == json_text(obj) + "\n"

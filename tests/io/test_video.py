@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from sapiens2.io.video import VideoError, VideoReader, VideoWriter, have_pyav
+from sapiens2.io.video import VideoError, VideoReader, VideoReport, VideoWriter, have_pyav
 
 CODECS = ["mp4v", pytest.param("h264", marks=pytest.mark.skipif(not have_pyav(), reason="PyAV (av) not installed"))]
 
@@ -30,6 +30,7 @@ def test_round_trip_keeps_count_size_and_colours(tmp_path, codec):
     with VideoReader(path) as r:
         frames = list(r)
         assert r.fps == pytest.approx(12.5, abs=0.01)
+        assert r.report().complete, r.report()
     assert len(frames) == 9 and frames[0].shape == (48, 64, 3) and frames[0].dtype == np.uint8
     # RGB in, RGB out: the rectangle is still red, not blue
     assert frames[4][24, 20].tolist() == pytest.approx([230, 30, 30], abs=25)
@@ -72,3 +73,91 @@ def test_unreadable_videos_are_named(tmp_path):
         with pytest.raises(VideoError, match=reason) as e:
             VideoReader(tmp_path / name)
         assert e.value.path.endswith(name)
+
+
+# ------------------------------------------------------------------ whole or not: VideoReport
+
+
+def _avi(path, n: int = 30):
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(n):
+        w.write(np.random.default_rng(i).integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    w.release()
+    return path
+
+
+def test_a_whole_video_reports_complete(tmp_path):
+    with VideoReader(_avi(tmp_path / "whole.avi")) as r:
+        positions = [i for i, _ in r.frames()]
+        report = r.report()
+    assert positions == list(range(30))
+    assert report == VideoReport(30, 30, (), True)
+    assert report.complete and report.missing_frames == 0 and report.problem() is None
+
+
+def test_an_avi_cut_at_half_reports_the_missing_frames(tmp_path):
+    data = _avi(tmp_path / "whole.avi").read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    with VideoReader(cut) as r:
+        frames = list(r)
+        report = r.report()
+    assert 0 < len(frames) < 30
+    assert report.expected_frames == 30 and report.decoded_frames == len(frames) and report.finished
+    assert report.missing_frames == 30 - len(frames) and not report.complete
+    assert f"decoded {len(frames)} of the 30 frames" in report.problem() and "truncated" in report.problem()
+
+
+def test_stopping_early_is_not_a_damaged_file(tmp_path):
+    with VideoReader(_avi(tmp_path / "whole.avi")) as r:
+        for i, _ in enumerate(r):
+            if i == 2:
+                break
+        report = r.report()
+    assert report.decoded_frames == 3 and not report.finished
+    assert report.complete and report.problem() is None
+
+
+class _ScriptedCapture:
+    """A stand-in for cv2.VideoCapture whose reads succeed or fail as scripted (1 = a frame, 0 = a failure)."""
+
+    def __init__(self, script: str, count: int) -> None:
+        self.script, self.count, self.reads = script, count, 0
+
+    def isOpened(self) -> bool:
+        return True
+
+    def get(self, prop: int) -> float:
+        return {cv2.CAP_PROP_FPS: 10.0, cv2.CAP_PROP_FRAME_COUNT: float(self.count)}.get(prop, 0.0)
+
+    def read(self):
+        ok = self.reads < len(self.script) and self.script[self.reads] == "1"
+        self.reads += 1
+        return ok, (np.full((4, 4, 3), self.reads, np.uint8) if ok else None)
+
+    def release(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("script", "count", "positions", "failed", "missing"),
+    [
+        ("1101100", 6, [0, 1, 3, 4], (2,), 1),  # frame 2 damaged, frame 5 missing at the end
+        ("0011", 4, [2, 3], (0, 1), 0),  # the first frames damaged
+        ("111", 0, [0, 1, 2], (), 0),  # no count announced: nothing can be called missing
+        ("1" + "0" * 40 + "1", 100, [0], (), 99),  # gives up after MAX_CONSECUTIVE_FAILURES in a row
+    ],
+)
+def test_failed_reads_are_skipped_and_recorded(tmp_path, monkeypatch, script, count, positions, failed, missing):
+    from sapiens2.io import video
+
+    (tmp_path / "v.avi").write_bytes(b"x")
+    monkeypatch.setattr(video.cv2, "VideoCapture", lambda source: _ScriptedCapture(script, count))
+    with VideoReader(tmp_path / "v.avi") as r:
+        assert [i for i, _ in r.frames()] == positions
+        report = r.report()
+    assert report.failed_frames == failed and report.missing_frames == missing
+    assert report.complete == (not failed and not missing)
+    if failed:
+        assert "could not be decoded" in report.problem()
+    assert video.MAX_CONSECUTIVE_FAILURES < 40
