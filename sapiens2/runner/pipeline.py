@@ -104,7 +104,8 @@ class _VideoBegin:
 class _VideoEnd:
     source: Source
     frames: int
-    complete: bool
+    complete: bool  # False: stopped before the end (Ctrl-C)
+    problem: str | None = None  # a short or damaged file (`VideoReport.problem`)
 
 
 @dataclass
@@ -179,11 +180,12 @@ class _Run:
             self.progress.add_total(reader.frame_count)
             if not self._put(self.decoded, _done(_VideoBegin(source, reader.fps, reader.frame_count))):
                 return
-            for i, frame in enumerate(reader):
+            for i, frame in reader.frames():
                 if not self._put(self.decoded, self.readers.submit(self._prepare, source, frame, i, i / reader.fps)):
                     break
             ended = not self.stop.is_set() or source.kind == "webcam"
-            self._put(self.decoded, _done(_VideoEnd(source, reader.frames_read, ended)))
+            problem = reader.report().problem() if ended and source.kind != "webcam" else None
+            self._put(self.decoded, _done(_VideoEnd(source, reader.frames_read, ended, problem)))
 
     # ------------------------------------------------------------------ reader threads
     def _load_image(self, source: Source) -> _Item | _Failed:
@@ -323,9 +325,13 @@ class _Run:
                 elif marker.frames == 0:
                     session.abort()
                     self.failures.add(marker.source.name, "no frame could be decoded", "decode")
-                else:
-                    session.close()
-                    self.summary.videos_done += 1
+                else:  # a short or damaged file keeps what was decoded, marked incomplete, and is reported
+                    session.close(marker.problem)
+                    if marker.problem:
+                        self.failures.add(marker.source.name, f"{marker.problem}; the outputs of the frames read are "
+                                          "kept and marked incomplete", "decode")
+                    else:
+                        self.summary.videos_done += 1
             return
         _, item, future = entry
         try:

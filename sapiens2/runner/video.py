@@ -78,8 +78,9 @@ class VideoSession:
             return image
         return job.picture(result, image, keypoints=kp, track_ids=ids)
 
-    def close(self) -> list[Path]:
-        """Finish every video and write the pose JSON; returns the files."""
+    def close(self, problem: str | None = None) -> list[Path]:
+        """Finish every video and write the pose JSON (with `problem`, it says the video is incomplete and
+        why); returns the files."""
         paths = [p for p in (w.close() for w in self.writers.values()) if p is not None]
         for job in self.jobs:
             if job.task == "pose" and "json" in job.saves:
@@ -91,6 +92,8 @@ class VideoSession:
                           "tracking": {"metric": self.tracker.metric, "motion": self.tracker.motion,
                                        "max_age": self.tracker.max_age},
                           "num_frames": self.frames,
+                          "complete": problem is None,
+                          **({"problem": problem} if problem else {}),
                           "frames": self.pose_frames}
                 paths.append(write_json(self.source.out(self.out_dir, video_suffixes("pose", {"json"})[0]), record, indent=None))
         return paths

@@ -134,3 +134,26 @@ def test_webcam_runs_until_the_stream_ends(tmp_path, checkpoints, monkeypatch):
     assert code != 0
     errors = json.loads((tmp_path / "out3" / "errors.json").read_text())
     assert "cannot open webcam" in json.dumps(errors)
+
+
+@pytest.mark.parametrize("stand_in_pose", [17], indirect=True)
+def test_a_truncated_video_keeps_its_outputs_marked_incomplete_and_is_reported(tmp_path, checkpoints, stand_in_pose):
+    whole = tmp_path / "whole.avi"
+    w = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(30):
+        w.write(np.full((48, 64, 3), 8 * i, np.uint8))
+    w.release()
+    src = tmp_path / "in"
+    src.mkdir()
+    data = whole.read_bytes()
+    (src / "clip.avi").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    assert cli("run", "--tasks", "pose,seg", src, "--model", f"seg={checkpoints['seg']}", "--model", "pose=x",
+               "--input-size", DENSE_SIZE, "--detector", "none", "--out", out) == 1
+    (entry,) = json.loads((out / "errors.json").read_text())["errors"]
+    assert entry["file"].endswith("clip.avi") and "of the 30 frames" in entry["reason"]
+    assert "marked incomplete" in entry["reason"]
+    record = json.loads((out / "clip_pose.json").read_text())
+    assert record["complete"] is False and "truncated" in record["problem"]
+    assert 0 < record["num_frames"] < 30
+    assert (out / "clip_seg.mp4").is_file() and (out / "clip_pose.mp4").is_file()
