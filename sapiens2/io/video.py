@@ -102,6 +102,31 @@ class VideoReport:
         return "; ".join(parts) or None
 
 
+class _PlainName:
+    """A name OpenCV and FFmpeg can open for `path`: the path itself when it is valid UTF-8, else a symbolic
+    link with a plain name in a private temporary folder. OpenCV crashes the whole process (a segmentation
+    fault) on a file name that is not valid UTF-8, so such a name never reaches it."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        self._folder: str | None = None
+        try:
+            self.path.encode("utf-8")
+        except UnicodeEncodeError:
+            self._folder = tempfile.mkdtemp(prefix="sapiens2-name-")
+            link = os.path.join(self._folder, "file" + os.path.splitext(self.path.encode("utf-8", "replace")
+                                                                         .decode("utf-8"))[1])
+            os.symlink(os.path.abspath(self.path), link)
+            self.path = link
+
+    def release(self) -> None:
+        if self._folder is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(self._folder, os.listdir(self._folder)[0]))
+                os.rmdir(self._folder)
+            self._folder = None
+
+
 class VideoReader:
     """RGB frames of a video file, or of a webcam when given an integer index.
 
@@ -120,9 +145,10 @@ class VideoReader:
                 raise VideoError(source, "no such video file" if not path.exists() else "not a regular file")
             if path.stat().st_size == 0:
                 raise VideoError(source, "file is empty (0 bytes)")
-        self._cap = cv2.VideoCapture(source if self.is_webcam else os.fspath(source))
+        self._name = None if self.is_webcam else _PlainName(source)
+        self._cap = cv2.VideoCapture(source if self._name is None else self._name.path)
         if not self._cap.isOpened():
-            self._cap.release()
+            self.close()
             what = "cannot open webcam" if self.is_webcam else "cannot open video (not a video, or an unsupported codec)"
             raise VideoError(source, what)
         fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
@@ -164,6 +190,8 @@ class VideoReader:
 
     def close(self) -> None:
         self._cap.release()
+        if self._name is not None:
+            self._name.release()
 
     def __enter__(self) -> Self:
         return self
@@ -200,6 +228,7 @@ class VideoWriter:
         self.frames_written = 0
         self._size: tuple[int, int] | None = None  # (H, W) of the first frame
         self._tmp: Path | None = None
+        self._name: _PlainName | None = None
         self._container = None
         self._stream = None
         self._cv2 = None
@@ -210,6 +239,8 @@ class VideoWriter:
                                    dir=self.path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
+        self._name = _PlainName(tmp)
+        tmp = self._name.path
         self._size = (h, w)
         if self.codec == "h264":
             import av
@@ -258,6 +289,7 @@ class VideoWriter:
                 self._container.close()
             if self._cv2 is not None:
                 self._cv2.release()
+            self._name.release()
             os.replace(self._tmp, self.path)
         except BaseException:
             self.abort()
@@ -273,10 +305,12 @@ class VideoWriter:
         with contextlib.suppress(Exception):
             if self._cv2 is not None:
                 self._cv2.release()
+        if self._name is not None:
+            self._name.release()
         if self._tmp is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._tmp)
-        self._tmp = self._container = self._stream = self._cv2 = None
+        self._tmp = self._container = self._stream = self._cv2 = self._name = None
 
     def __enter__(self) -> Self:
         return self

@@ -161,3 +161,16 @@ def test_failed_reads_are_skipped_and_recorded(tmp_path, monkeypatch, script, co
     if failed:
         assert "could not be decoded" in report.problem()
     assert video.MAX_CONSECUTIVE_FAILURES < 40
+
+
+def test_names_that_are_not_utf8_are_read_and_written(tmp_path):
+    """OpenCV crashes the process on such names; they reach it through a plainly named link."""
+    import os
+
+    name = os.fsdecode(os.fsencode(str(tmp_path)) + b"/vid\xff.mp4")
+    with VideoWriter(name, fps=10, codec="mp4v") as w:
+        for frame in _frames(3):
+            w.write(frame)
+    assert os.path.isfile(name) and not [p for p in os.listdir(tmp_path) if p.startswith(".")]
+    with VideoReader(name) as r:
+        assert len(list(r)) == 3 and r.report().complete

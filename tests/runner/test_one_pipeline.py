@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +204,24 @@ def test_out_naming_a_file_is_a_usage_error(tmp_path, checkpoints, capsys):
     assert cli("seg", img, "--model", checkpoints["seg"], "--out", tmp_path / "taken") == 2
     assert "is a file, not a folder" in capsys.readouterr().err
     assert (tmp_path / "taken").read_text() == "mine"
+
+
+@pytest.mark.parametrize("stand_in_pose", [17], indirect=True)
+def test_names_that_are_not_utf8_keep_their_results_and_errors(tmp_path, stand_in_pose):
+    import os
+
+    src = tmp_path / "in"
+    src.mkdir()
+    good = os.fsdecode(os.fsencode(str(src)) + b"/caf\xe9.png")
+    bad = os.fsdecode(os.fsencode(str(src)) + b"/bad\xff.jpg")
+    from sapiens2.io.writers import write_image
+
+    write_image(good, photo())  # cv2.imwrite itself cannot take such a name; the project's writer can
+    Path(bad).write_text("not an image")
+    out = tmp_path / "out"
+    assert cli("pose", src, "--model", "x", "--detector", "none", "--out", out) == 1
+    errors = json.loads((out / "errors.json").read_text(encoding="utf-8"))["errors"]
+    assert [os.fsencode(e["file"]) for e in errors] == [os.fsencode(bad)]
+    (record_path,) = out.glob("*_pose.json")
+    record = json.loads(record_path.read_text(encoding="utf-8"))
+    assert os.fsencode(record["image"]) == os.fsencode(good)
