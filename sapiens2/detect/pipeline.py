@@ -98,7 +98,8 @@ def letterbox(image: np.ndarray, size: int = 640) -> tuple[np.ndarray, Letterbox
 
 def normalize_bgr(canvases: np.ndarray | torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
     """N x H x W x 3 uint8 BGR canvases -> N x 3 x H x W float32, (x - mean) / std per BGR channel."""
-    x = torch.as_tensor(canvases, device=device).permute(0, 3, 1, 2).float()
+    # contiguous NCHW, as the reference's detector receives it (a permuted view convolves with other rounding)
+    x = torch.as_tensor(canvases, device=device).permute(0, 3, 1, 2).contiguous().float()
     mean = torch.tensor(BGR_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(BGR_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std

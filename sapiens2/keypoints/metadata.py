@@ -63,6 +63,16 @@ class KeypointSet:
         except KeyError:
             raise KeyError(f"{name!r} is not a keypoint of the {self.name} set") from None
 
+    def __getstate__(self) -> dict:
+        """Pickles (for worker processes) with its read-only subsets as the plain dict they wrap."""
+        state = {k: v for k, v in self.__dict__.items() if k != "_n2i"}
+        state["subsets"] = dict(self.subsets)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, MappingProxyType(value) if key == "subsets" else value)
+
     def indices(self, names: Sequence[str]) -> list[int]:
         return [self.index(n) for n in names]
 

@@ -21,14 +21,11 @@ decode → predict → encode stages on it, and data curation can build its own.
 
 from __future__ import annotations
 
-import copyreg
-import io
 import os
 import pickle
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any
 
 from sapiens2.runner.errors import describe
@@ -200,20 +197,7 @@ def _call(fn: StageFn, name: str, values: list[Any]) -> list[Any]:
 
 
 def _dump(value: Any) -> bytes:
-    buffer = io.BytesIO()
-    pickler = pickle.Pickler(buffer, protocol=5)
-    # read-only mappings (keypoint sets' subsets) travel as the dicts they wrap
-    pickler.dispatch_table = {**copyreg.dispatch_table, MappingProxyType: _reduce_proxy}
-    pickler.dump(value)
-    return buffer.getvalue()
-
-
-def _reduce_proxy(mapping: MappingProxyType) -> tuple[Any, tuple[dict]]:
-    return _proxy, (dict(mapping),)
-
-
-def _proxy(mapping: dict) -> MappingProxyType:
-    return MappingProxyType(mapping)
+    return pickle.dumps(value, protocol=5)
 
 
 def _load(data: Any) -> Any:

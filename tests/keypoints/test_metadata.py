@@ -91,3 +91,12 @@ def test_wholebody_subsets():
         17, 6, 68, 21, 21,
     ]
     assert m.names[m.subsets["left_hand"][0]] == "left_hand_root"
+
+
+def test_keypoint_sets_pickle_for_worker_processes(kset):
+    import pickle
+
+    back = pickle.loads(pickle.dumps(kset))
+    assert back == kset and back.index(kset.names[-1]) == len(kset) - 1
+    with pytest.raises(TypeError):
+        back.subsets["x"] = (0,)  # still read-only
