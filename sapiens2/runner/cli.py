@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_task_commands", "demo_photo"]
+from sapiens2.option_types import height_width, number, whole
+
+__all__ = ["add_task_commands", "demo_photo", "parse_models", "parse_tasks"]
 
 DEMO_TASKS = ("pose", "seg", "normal")
 EXIT_USAGE = 2
@@ -36,50 +38,17 @@ def demo_photo() -> Path:
 # ------------------------------------------------------------------------------------------------ parser
 
 
-def _at_least(low: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-    return parse
-
-
-def _unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def parse_input_size(text: str) -> tuple[int, int]:
-    """`HxW` -> (height, width), both positive."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected HxW, e.g. 1024x768") from None
-    if h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: height and width must be positive")
-    return h, w
-
-
 def _common(p: argparse.ArgumentParser, *, inputs: bool = True, out_default: str = DEFAULT_OUT) -> None:
     if inputs:
         p.add_argument("inputs", nargs="*", metavar="INPUT",
                        help="image files, folders (recursive), globs, .txt lists of paths, videos")
-        p.add_argument("--webcam", type=_at_least(0), metavar="INDEX",
+        p.add_argument("--webcam", type=whole(0), metavar="INDEX",
                        help="also run on this webcam (Ctrl-C ends it)")
     p.add_argument("--out", "-o", default=None, metavar="DIR", help=f"output folder (default: {out_default})")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"],
                    help="network precision (default fp32; bf16/fp16 are for GPUs)")
-    p.add_argument("--batch-size", type=_at_least(1), default=4, metavar="N",
+    p.add_argument("--batch-size", type=whole(1), default=4, metavar="N",
                    help="images (pose: person crops) per forward pass (default 4)")
     p.add_argument("--save", metavar="KINDS", help="what to write, comma-separated: json,npz,png,ply,vis "
                    "(default: each task's own; see docs/CLI.md)")
@@ -88,14 +57,14 @@ def _common(p: argparse.ArgumentParser, *, inputs: bool = True, out_default: str
     p.add_argument("--allow-code", action="store_true",
                    help="run TorchScript / torch.export model files (v1 lite releases): they carry code, so only "
                         "for files you trust")
-    p.add_argument("--input-size", metavar="HxW", type=parse_input_size,
+    p.add_argument("--input-size", metavar="HxW", type=height_width,
                    help="network input (pose: crop) size of a custom model; default 1024x768, or the size a v1 "
                         "model was trained at")
-    p.add_argument("--readers", type=_at_least(1), default=min(4, os.cpu_count() or 1), metavar="N",
+    p.add_argument("--readers", type=whole(1), default=min(4, os.cpu_count() or 1), metavar="N",
                    help="decoding threads (default: up to 4)")
-    p.add_argument("--writers", type=_at_least(1), default=2, metavar="N",
+    p.add_argument("--writers", type=whole(1), default=2, metavar="N",
                    help="post-processing/writing threads (default 2)")
-    p.add_argument("--max-pixels", type=_at_least(1), default=None, metavar="N",
+    p.add_argument("--max-pixels", type=whole(1), default=None, metavar="N",
                    help="refuse images larger than this many pixels (decompression bombs; default 2^27)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--codec", default="auto", choices=["auto", "h264", "mp4v"],
@@ -110,14 +79,14 @@ def _common(p: argparse.ArgumentParser, *, inputs: bool = True, out_default: str
                    help="write keypoints converted to this format (pictures keep all 308)")
     g.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
                    help="average with the mirrored crop's heatmaps (default on, as the reference)")
-    g.add_argument("--kpt-thr", type=_unit_interval, default=0.3,
+    g.add_argument("--kpt-thr", type=number(0.0, 1.0), default=0.3,
                    help="draw keypoints scored at least this (default 0.3)")
-    g.add_argument("--radius", type=_at_least(0), default=3, help="keypoint circle radius in pixels (default 3)")
-    g.add_argument("--thickness", type=_at_least(1), default=1,
+    g.add_argument("--radius", type=whole(0), default=3, help="keypoint circle radius in pixels (default 3)")
+    g.add_argument("--thickness", type=whole(1), default=1,
                    help="skeleton line and box thickness in pixels (default 1)")
     g = p.add_argument_group("video")
     g.add_argument("--no-smooth", action="store_true", help="no One-Euro smoothing of video keypoints")
-    g.add_argument("--track-max-age", type=_at_least(0), default=30, metavar="FRAMES",
+    g.add_argument("--track-max-age", type=whole(0), default=30, metavar="FRAMES",
                    help="keep an unseen person's ID this many frames (default 30)")
     g.add_argument("--no-track-motion", action="store_true",
                    help="match people where they were last seen, not where their motion puts them")
@@ -131,7 +100,7 @@ def _ray_options(p: argparse.ArgumentParser) -> None:
                         "and URIs)")
     g.add_argument("--ray-address", metavar="ADDRESS",
                    help="ray: the cluster to join (auto: this machine's); default: start a local Ray")
-    g.add_argument("--actors", type=_at_least(1), default=1, metavar="N",
+    g.add_argument("--actors", type=whole(1), default=1, metavar="N",
                    help="ray: network replicas, each in its own actor (one per GPU; default 1)")
     g.add_argument("--gpus-per-actor", type=float, default=None, metavar="G",
                    help="ray: GPUs each actor reserves (default 1 when the cluster has GPUs, else 0)")
@@ -140,7 +109,7 @@ def _ray_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--maps", default="bytes", choices=["bytes", "files"],
                    help="ray: dense maps, pictures and arrays as bytes columns of the rows (default), or as the "
                         "local engine's files beside them (their paths in the rows)")
-    g.add_argument("--shard-rows", type=_at_least(1), default=64, metavar="N",
+    g.add_argument("--shard-rows", type=whole(1), default=64, metavar="N",
                    help="ray: images per Parquet shard (default 64)")
 
 
@@ -180,7 +149,8 @@ def add_task_commands(sub: Any) -> None:
 # ------------------------------------------------------------------------------------------------ handlers
 
 
-def _tasks(text: str) -> list[str]:
+def parse_tasks(text: str) -> list[str]:
+    """A --tasks value -> the table's task names, in order, each once (aliases forgiven)."""
     from sapiens2.task_table import task_name
 
     tasks = [task_name(t) for t in text.split(",") if t.strip()]
@@ -189,7 +159,7 @@ def _tasks(text: str) -> list[str]:
     return list(dict.fromkeys(tasks))
 
 
-def _models(values: Any, tasks: list[str]) -> dict[str, str | None]:
+def parse_models(values: Any, tasks: list[str]) -> dict[str, str | None]:
     """--model values -> the spec per task (None: the default)."""
     from sapiens2.task_table import TASKS
 
@@ -236,7 +206,7 @@ def build_jobs(tasks: list[str], args: argparse.Namespace, sources: list[Any]) -
     from sapiens2.tasks import PREDICTORS
     from sapiens2.tasks.outputs import parse_saves
 
-    specs = _models(args.model, tasks)
+    specs = parse_models(args.model, tasks)
     common = {"device": args.device, "dtype": args.dtype, "batch_size": args.batch_size,
               "input_size": args.input_size, "allow_pickle": args.allow_pickle,
               "allow_code": args.allow_code}
@@ -286,7 +256,7 @@ def _error(message: str) -> int:
 
 def _cmd_task(args: argparse.Namespace) -> int:
     try:
-        tasks = _tasks(args.tasks)
+        tasks = parse_tasks(args.tasks)
     except ValueError as e:
         return _error(str(e))
     if not args.inputs and args.webcam is None:
@@ -368,7 +338,7 @@ def _run_ray(tasks: list[str], args: argparse.Namespace, inputs: list[str]) -> i
             raise ValueError(f"--out {out}: --maps files writes files beside the rows, on a local --out only")
         if "://" not in out and Path(out).exists() and not Path(out).is_dir():
             raise ValueError(f"--out {out}: is a file, not a folder")
-        _models(args.model, tasks)
+        parse_models(args.model, tasks)
         given = _given_boxes(args.boxes)
     except ValueError as e:
         return _error(str(e))
@@ -385,7 +355,7 @@ def _run_ray(tasks: list[str], args: argparse.Namespace, inputs: list[str]) -> i
     covered = bool(given) and all(probe.given_boxes(i.source) is not None for i in collected.inputs)
     stand_in = [] if covered else [Source("image", Path("_"), path=Path("_"))]
     if not args.ray_address:  # a local Ray: check the weights here (a cluster's nodes may hold their own)
-        missing = _missing_weights(tasks, _models(args.model, tasks), args.detector == "rtmdet" and not covered,
+        missing = _missing_weights(tasks, parse_models(args.model, tasks), args.detector == "rtmdet" and not covered,
                                    "the job")
         if missing:
             return _error(missing)
@@ -460,8 +430,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from sapiens2.tasks.outputs import file_suffixes
 
     try:
-        tasks = _tasks(args.tasks)
-        missing = _missing_weights(tasks, _models(args.model, tasks), args.detector == "rtmdet", "the demo")
+        tasks = parse_tasks(args.tasks)
+        missing = _missing_weights(tasks, parse_models(args.model, tasks), args.detector == "rtmdet", "the demo")
     except ValueError as e:
         return _error(str(e))
     if missing:

@@ -10,32 +10,13 @@ import argparse
 import sys
 from typing import Any
 
-from sapiens2.runner.cli import EXIT_USAGE, _at_least, parse_input_size
+from sapiens2.option_types import height_width, number, whole
+from sapiens2.runner.cli import EXIT_USAGE
 
 __all__ = ["add_serve_parser", "build_app"]
 
 DEFAULT_TASKS = "pose,seg,normal"
 GPU_BATCH = 8  # --max-batch's default on an accelerator (see BENCHMARKS.md for the CPU's 1)
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
 
 
 def add_serve_parser(sub: Any) -> None:
@@ -51,32 +32,32 @@ def add_serve_parser(sub: Any) -> None:
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"], help="network precision")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
                    "only; 0.0.0.0 for every interface)")
-    p.add_argument("--port", type=_at_least(0), default=8000, help="port (default 8000; 0 picks a free one)")
+    p.add_argument("--port", type=whole(0), default=8000, help="port (default 8000; 0 picks a free one)")
     p.add_argument("--allow-pickle", action="store_true", help="read .pth checkpoints (weights only, no code)")
-    p.add_argument("--input-size", metavar="HxW", type=parse_input_size,
+    p.add_argument("--input-size", metavar="HxW", type=height_width,
                    help="network input (pose: crop) size of a custom model")
     p.add_argument("--detector", default="rtmdet", choices=["rtmdet", "none"],
                    help="pose: person detector (none: the whole photo is one person unless boxes are sent)")
     p.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=True,
                    help="pose: average with the mirrored crop's heatmaps (default on)")
     g = p.add_argument_group("batching")
-    g.add_argument("--max-batch", type=_at_least(1), default=None, metavar="N",
+    g.add_argument("--max-batch", type=whole(1), default=None, metavar="N",
                    help=f"requests gathered into one forward pass (default {GPU_BATCH} on a GPU, 1 on a CPU, where "
                         "batching does not pay; 1 turns batching off)")
-    g.add_argument("--max-wait-ms", type=_non_negative, default=10.0, metavar="MS",
+    g.add_argument("--max-wait-ms", type=number(0), default=10.0, metavar="MS",
                    help="how long the first request of a batch waits for others (default 10)")
-    g.add_argument("--workers", type=_at_least(1), default=4, metavar="N",
+    g.add_argument("--workers", type=whole(1), default=4, metavar="N",
                    help="threads decoding, preparing and writing results (default 4)")
     g = p.add_argument_group("limits")
-    g.add_argument("--max-upload-mb", type=_positive, default=20.0, metavar="MB",
+    g.add_argument("--max-upload-mb", type=number(0, above=True), default=20.0, metavar="MB",
                    help="refuse uploads over this many MiB with 413 (default 20)")
-    g.add_argument("--max-pixels", type=_at_least(1), default=1 << 25, metavar="N",
+    g.add_argument("--max-pixels", type=whole(1), default=1 << 25, metavar="N",
                    help="refuse images over this many pixels with 413 (default 2^25, 33.5 MP)")
-    g.add_argument("--timeout", type=_positive, default=60.0, metavar="S",
+    g.add_argument("--timeout", type=number(0, above=True), default=60.0, metavar="S",
                    help="answer 504 when a request takes longer (default 60 s)")
-    g.add_argument("--max-queue", type=_at_least(1), default=32, metavar="N",
+    g.add_argument("--max-queue", type=whole(1), default=32, metavar="N",
                    help="answer 503 when this many requests already wait for a model (default 32)")
-    g.add_argument("--graceful-timeout", type=_non_negative, default=30.0, metavar="S",
+    g.add_argument("--graceful-timeout", type=number(0), default=30.0, metavar="S",
                    help="on Ctrl-C / SIGTERM, wait this long for requests in flight (default 30 s)")
     g.add_argument("--allow-urls", action="store_true",
                    help="also accept a 'url' form field and fetch the image (off: the server fetches nothing)")
@@ -86,14 +67,14 @@ def add_serve_parser(sub: Any) -> None:
 def build_app(args: argparse.Namespace) -> Any:
     """The app for parsed `serve` options: every task's predictor loaded once (missing weights are reported,
     not fatal). A ValueError is a usage error."""
-    from sapiens2.runner.cli import _models, _tasks
+    from sapiens2.runner.cli import parse_models, parse_tasks
     from sapiens2.serve.app import create_app
     from sapiens2.serve.limits import MIB, Limits
     from sapiens2.serve.models import load_served
     from sapiens2.tasks.models import resolve_device
 
-    tasks = _tasks(args.tasks)
-    specs = _models(args.model, tasks)
+    tasks = parse_tasks(args.tasks)
+    specs = parse_models(args.model, tasks)
     device = resolve_device(args.device)
     max_batch = args.max_batch or (1 if device.type == "cpu" else GPU_BATCH)
     served = load_served(tasks, specs, detector=None if args.detector == "none" else "rtmdet", device=device,

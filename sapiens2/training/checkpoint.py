@@ -126,17 +126,7 @@ def save_checkpoint(
                  "scheduler": scheduler.state_dict() if scheduler is not None else None, "extra": extra or {}}
         with atomic_open(tmp / STATE) as f:
             torch.save(state, f)
-    barrier()
-    if info.is_main:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        write_text(root / LATEST, final.name + "\n")
-        if keep > 0:
-            for old in sorted(p for p in root.glob("iter_*") if p.is_dir())[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
-    barrier()
-    return final
+    return _publish(tmp, final, root, info, keep)
 
 
 def resolve_checkpoint(resume: str | os.PathLike, work_dir: str | os.PathLike) -> Path:
@@ -245,17 +235,7 @@ def save_sharded(
                  "scheduler": scheduler.state_dict() if scheduler is not None else None}
         with atomic_open(tmp / STATE) as f:
             torch.save(state, f)
-    barrier()
-    if info.is_main:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        write_text(root / LATEST, final.name + "\n")
-        if keep > 0:
-            for old in sorted(p for p in root.glob("iter_*") if p.is_dir())[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
-    barrier()
-    return final
+    return _publish(tmp, final, root, info, keep)
 
 
 def load_sharded(
@@ -303,3 +283,19 @@ def export_sharded(checkpoint: str | os.PathLike, dest: str | os.PathLike, prefi
         raise FileNotFoundError(f"{checkpoint}: the checkpoint holds no model tensors named {prefix}*")
     dcp_load(sd, checkpoint, reader)
     return save_weights({k[len(want):]: v for k, v in sd.items()}, dest, metadata)
+
+
+def _publish(tmp: Path, final: Path, root: Path, info: DistInfo, keep: int) -> Path:
+    """Once every process has written its part into `tmp`: move it into place as `final`, point `latest` at
+    it, and drop all but the newest `keep` checkpoints."""
+    barrier()
+    if info.is_main:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        write_text(root / LATEST, final.name + "\n")
+        if keep > 0:
+            for old in sorted(p for p in root.glob("iter_*") if p.is_dir())[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    barrier()
+    return final
