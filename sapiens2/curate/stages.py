@@ -1,0 +1,165 @@
+"""The per-batch stages: each a callable over a `Batch` giving one column per measurement and a `reason`.
+
+A stage sees only the rows every earlier stage kept. It returns ``{column: [value per row]}`` with the
+columns of its `fields` plus ``reason`` (None: kept; else the drop reason) and ``detail`` (why, in words).
+Decode failures are rows with a reason, never exceptions: the batch goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+import pyarrow as pa
+
+from sapiens2.curate.config import DecodeConfig, PersonConfig
+from sapiens2.curate.phash import phash
+from sapiens2.curate.sources import Item
+from sapiens2.io.images import ImageDecodeError, decode_image
+
+#: A person detector: one RGB image -> (N, 5) [x1, y1, x2, y2, score] boxes (`PersonDetector` fits).
+Detector = Callable[[np.ndarray], np.ndarray]
+#: An image embedder: RGB images -> (N, D) float32 features.
+Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+# Drop reasons, in stage order; the manifest's `reason` is the first that applies.
+DECODE, TOO_SMALL, NO_PERSON, DUPLICATE, BALANCE = "decode", "too_small", "no_person", "duplicate", "balance"
+REASONS = (DECODE, TOO_SMALL, NO_PERSON, DUPLICATE, BALANCE)
+
+
+@dataclass
+class Batch:
+    """Items of one batch; pixels are decoded on first use and kept for the later stages of the batch."""
+
+    items: list[Item]
+    max_pixels: int | None = None
+    _pixels: dict[str, np.ndarray | ImageDecodeError] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def image(self, i: int) -> np.ndarray:
+        """The RGB pixels of item `i`; raises its `ImageDecodeError` (every time) when it does not decode."""
+        item = self.items[i]
+        if item.key not in self._pixels:
+            try:
+                self._pixels[item.key] = decode_image(item.read_bytes(), item.path, max_pixels=self.max_pixels)
+            except ImageDecodeError as err:
+                self._pixels[item.key] = err
+        got = self._pixels[item.key]
+        if isinstance(got, ImageDecodeError):
+            raise got
+        return got
+
+    def subset(self, keep: Sequence[int]) -> Batch:
+        """The rows `keep`, sharing the decoded pixels."""
+        return Batch([self.items[i] for i in keep], self.max_pixels, self._pixels)
+
+
+class Stage(Protocol):
+    """What the engine runs. `name` names its parts folder; `settings` (a config dataclass or None) is
+    hashed into that folder's name, so changing a threshold recomputes the stage."""
+
+    name: str
+    fields: dict[str, pa.DataType]
+    settings: object
+
+    def __call__(self, batch: Batch) -> dict[str, list]: ...
+
+
+def _columns(fields: dict[str, pa.DataType], n: int) -> dict[str, list]:
+    return {name: [None] * n for name in (*fields, "reason", "detail")}
+
+
+@dataclass
+class DecodeStage:
+    """Decode with `sapiens2.io.images` and keep images whose short side is >= `min_short_side`."""
+
+    settings: DecodeConfig = field(default_factory=DecodeConfig)
+    name: str = "decode"
+    fields: dict[str, pa.DataType] = field(default_factory=lambda: {"width": pa.int32(), "height": pa.int32()})
+
+    def __call__(self, batch: Batch) -> dict[str, list]:
+        out = _columns(self.fields, len(batch))
+        for i in range(len(batch)):
+            try:
+                h, w = batch.image(i).shape[:2]
+            except ImageDecodeError as err:
+                out["reason"][i], out["detail"][i] = DECODE, f"{type(err).__name__}: {err.reason}"
+                continue
+            out["width"][i], out["height"][i] = w, h
+            if min(h, w) < self.settings.min_short_side:
+                out["reason"][i] = TOO_SMALL
+                out["detail"][i] = f"short side {min(h, w)} < {self.settings.min_short_side}"
+        return out
+
+
+@dataclass
+class PersonStage:
+    """Keep images with a prominent person: a box scoring >= `min_score` covering >= `min_area_fraction`.
+
+    Records the number of boxes passing the score, and the score and area fraction of the largest of them."""
+
+    detector: Detector
+    settings: PersonConfig = field(default_factory=PersonConfig)
+    name: str = "person"
+    fields: dict[str, pa.DataType] = field(default_factory=lambda: {
+        "person_count": pa.int32(), "person_score": pa.float32(), "person_area": pa.float32()})
+
+    def __call__(self, batch: Batch) -> dict[str, list]:
+        out = _columns(self.fields, len(batch))
+        s = self.settings
+        for i in range(len(batch)):
+            image = batch.image(i)
+            boxes = np.asarray(self.detector(image), np.float32).reshape(-1, 5)
+            boxes = boxes[boxes[:, 4] >= s.min_score]
+            h, w = image.shape[:2]
+            areas = (np.clip(boxes[:, 2] - boxes[:, 0] + 1, 0, None) * np.clip(boxes[:, 3] - boxes[:, 1] + 1, 0, None)
+                     / float(h * w))
+            out["person_count"][i] = len(boxes)
+            if len(boxes):
+                best = int(np.argmax(areas))
+                out["person_score"][i], out["person_area"][i] = float(boxes[best, 4]), float(areas[best])
+            if not len(boxes) or areas.max() < s.min_area_fraction:
+                out["reason"][i] = NO_PERSON
+                out["detail"][i] = (f"no person box with score >= {s.min_score}" if not len(boxes) else
+                                    f"largest person covers {areas.max():.3f} < {s.min_area_fraction} of the image")
+        return out
+
+
+@dataclass
+class PhashStage:
+    """The 64-bit DCT perceptual hash of each image, as 16 hex digits (for the dedup stage)."""
+
+    settings: object = None
+    name: str = "phash"
+    fields: dict[str, pa.DataType] = field(default_factory=lambda: {"phash": pa.string()})
+
+    def __call__(self, batch: Batch) -> dict[str, list]:
+        out = _columns(self.fields, len(batch))
+        out["phash"] = [f"{phash(batch.image(i)):016x}" for i in range(len(batch))]
+        return out
+
+
+@dataclass
+class EmbedStage:
+    """L2-normalised image embeddings (for deep dedup and clustering); stored in the parts, not the manifest.
+
+    `settings` names the embedder (e.g. the `EmbedConfig`) so that another model means new parts."""
+
+    embedder: Embedder
+    settings: object = None
+    name: str = "embed"
+    fields: dict[str, pa.DataType] = field(default_factory=lambda: {"embedding": pa.list_(pa.float32())})
+
+    def __call__(self, batch: Batch) -> dict[str, list]:
+        out = _columns(self.fields, len(batch))
+        feats = np.asarray(self.embedder([batch.image(i) for i in range(len(batch))]), np.float32)
+        if feats.ndim != 2 or len(feats) != len(batch):
+            raise ValueError(f"the embedder gave shape {feats.shape} for {len(batch)} images; expected (N, D)")
+        feats /= np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+        out["embedding"] = list(feats)
+        return out
+
