@@ -212,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sapiens2.serve.cli import add_serve_parser
 
     add_serve_parser(sub)
+
+    from sapiens2.curate.cli import add_curate_parser
+
+    add_curate_parser(sub)
     return parser
 
 

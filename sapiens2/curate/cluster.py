@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def kmeans_labels(features: np.ndarray, clusters: int, iterations: int = 20, seed: int = 0) -> np.ndarray:
-    """Cluster id per row of unit vectors (spherical k-means); `clusters` is capped at the row count."""
+def kmeans_labels(features: np.ndarray, clusters: int, iterations: int = 20, seed: int = 0,
+                  restarts: int = 3) -> np.ndarray:
+    """Cluster id per row of unit vectors (spherical k-means, the best of `restarts` random
+    initialisations: one alone often splits a big cluster and merges two small ones); `clusters` is capped
+    at the row count."""
     import faiss
 
     n = len(features)
@@ -15,7 +18,7 @@ def kmeans_labels(features: np.ndarray, clusters: int, iterations: int = 20, see
     k = min(clusters, n)
     x = np.ascontiguousarray(features, np.float32)
     km = faiss.Kmeans(x.shape[1], k, niter=iterations, seed=seed, spherical=True, verbose=False,
-                      min_points_per_centroid=1, max_points_per_centroid=1 << 20)
+                      nredo=restarts, min_points_per_centroid=1, max_points_per_centroid=1 << 20)
     km.train(x)
     _, labels = km.index.search(x, 1)
     return labels[:, 0].astype(np.int64)

@@ -137,7 +137,7 @@ def run_cluster(rows: pa.Table, config: CurateConfig, parts: Path, result: Curat
     path = _global_part(parts, "cluster", (c, config.embed), keys)
     table = read_part(path)
     if table is None:
-        labels = clustering.kmeans_labels(_embeddings(rows), c.clusters, c.iterations, c.seed)
+        labels = clustering.kmeans_labels(_embeddings(rows), c.clusters, c.iterations, c.seed, c.restarts)
         keep = clustering.balanced_sample(labels, c.target, c.seed)
         table = columns_table(keys, {
             "cluster": labels.tolist(),
