@@ -6,6 +6,7 @@ recomputes nothing already written.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,17 @@ class CurateResult:
     computed: dict[str, int] = field(default_factory=dict)
     reused: dict[str, int] = field(default_factory=dict)
     cluster_sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # id -> (before, after) balancing
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage's computed parts
+    rows: dict[str, int] = field(default_factory=dict)  # rows those parts covered
+
+    def _timed(self, name: str, rows: int, seconds: float) -> None:
+        self.computed[name] = self.computed.get(name, 0) + 1
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self.rows[name] = self.rows.get(name, 0) + rows
+
+    def throughput(self) -> dict[str, float]:
+        """Images per second of each stage computed in this run (resumed parts do not count)."""
+        return {k: self.rows[k] / max(self.seconds[k], 1e-9) for k in self.seconds}
 
     @property
     def kept(self) -> int:
@@ -89,9 +101,10 @@ def run_batch_stages(items: Sequence[Item], stages: Sequence[Stage], parts: Path
                 break
             table = read_part(folder / name)
             if table is None:
+                t0 = time.perf_counter()
                 table = columns_table([it.key for it in alive.items], stage(alive), stage.fields)
+                result._timed(stage.name, len(alive), time.perf_counter() - t0)
                 write_part(folder / name, table)
-                result.computed[stage.name] = result.computed.get(stage.name, 0) + 1
             else:
                 result.reused[stage.name] = result.reused.get(stage.name, 0) + 1
             tables[stage.name].append(table)
@@ -113,6 +126,7 @@ def run_dedup(rows: pa.Table, config: CurateConfig, parts: Path, result: CurateR
     if table is not None:
         result.reused["dedup"] = 1
         return table
+    t0 = time.perf_counter()
     pairs = dedup.phash_pairs(hashes_to_bytes(rows["phash"].to_pylist()), config.dedup.hamming_radius)
     if config.dedup.deep:
         pairs += dedup.embedding_pairs(_embeddings(rows), config.dedup.cosine_threshold)
@@ -125,8 +139,8 @@ def run_dedup(rows: pa.Table, config: CurateConfig, parts: Path, result: CurateR
         "reason": [None if k else DUPLICATE for k in keep],
         "detail": [None if k else f"duplicate of {group_keys[i]}" for i, k in enumerate(keep)],
     }, {"dedup_group": pa.string()})
+    result._timed("dedup", len(keys), time.perf_counter() - t0)
     write_part(path, table)
-    result.computed["dedup"] = 1
     return table
 
 
@@ -137,6 +151,7 @@ def run_cluster(rows: pa.Table, config: CurateConfig, parts: Path, result: Curat
     path = _global_part(parts, "cluster", (c, config.embed), keys)
     table = read_part(path)
     if table is None:
+        t0 = time.perf_counter()
         labels = clustering.kmeans_labels(_embeddings(rows), c.clusters, c.iterations, c.seed, c.restarts)
         keep = clustering.balanced_sample(labels, c.target, c.seed)
         table = columns_table(keys, {
@@ -144,8 +159,8 @@ def run_cluster(rows: pa.Table, config: CurateConfig, parts: Path, result: Curat
             "reason": [None if k else BALANCE for k in keep],
             "detail": [None if k else f"cluster {lab} over its quota" for k, lab in zip(keep, labels)],
         }, {"cluster": pa.int32()})
+        result._timed("cluster", len(keys), time.perf_counter() - t0)
         write_part(path, table)
-        result.computed["cluster"] = 1
     else:
         result.reused["cluster"] = 1
     labels = table["cluster"].to_numpy()

@@ -100,6 +100,7 @@ def write_report(items: Sequence[Item], result, folder: Path, config: CurateConf
         "inputs": len(rows), "kept": sum(r["kept"] for r in rows), "stages": counts,
         "cluster_sizes": {str(c): {"before": b, "after": a} for c, (b, a) in sorted(result.cluster_sizes.items())},
         "computed_parts": result.computed, "reused_parts": result.reused,
+        "images_per_second": {k: round(v, 2) for k, v in result.throughput().items()},
     }
     (folder / "report.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     short = [min(r["width"], r["height"]) if r["width"] is not None else None for r in rows]
@@ -111,6 +112,9 @@ def write_report(items: Sequence[Item], result, folder: Path, config: CurateConf
             f"<h1>Curation report</h1><p>{summary['inputs']} inputs, {summary['kept']} kept.</p>",
             "<h2>Stages</h2><table><tr><th>stage / reason</th><th>in</th><th>dropped</th></tr>"]
     page += [f"<tr><td>{html.escape(c['reason'])}</td><td>{c['in']}</td><td>{c['dropped']}</td></tr>" for c in counts]
+    page.append("</table><h2>Speed (stages computed in this run)</h2><table><tr><th>stage</th><th>images</th>"
+                "<th>images/s</th></tr>")
+    page += [f"<tr><td>{k}</td><td>{result.rows[k]}</td><td>{v:.1f}</td></tr>" for k, v in result.throughput().items()]
     page.append("</table><h2>Histograms (all inputs that reached the stage)</h2>")
     for title, values in hist.items():
         page.append(f"<h3>{html.escape(title)}</h3>{svg_histogram(values)}")

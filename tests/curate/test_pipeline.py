@@ -119,6 +119,8 @@ def test_report_pages_and_sheets(run):
         assert sheet.is_file() and f"reason-{reason}.png" in html
         assert cv2.imread(str(sheet)).shape[0] >= 96
     assert "<svg" in html and "before balancing" in html
+    assert set(report["images_per_second"]) == set(result.computed) and "images/s" in html
+    assert result.rows["decode"] == len(rows) and result.rows["person"] == len(rows) - 5
     assert report["cluster_sizes"] and sum(v["after"] for v in report["cluster_sizes"].values()) == 6
 
 
