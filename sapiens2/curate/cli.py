@@ -83,6 +83,7 @@ def _cmd_curate(args: argparse.Namespace) -> int:
 
     try:
         result = curate(items, args.out, config, detector=detector, embedder=embedder, resume=args.resume,
+                        detector_batched=detector is not None,
                         shards=args.shards, progress=progress)
     except FileExistsError as err:
         print(f"sapiens2 curate: {err}", file=sys.stderr)

@@ -66,13 +66,15 @@ class CurateResult:
         return int(pc.sum(self.table["kept"]).as_py() or 0)
 
 
-def build_stages(config: CurateConfig, detector: Detector | None, embedder: Embedder | None) -> list[Stage]:
-    """The batch stages `config` asks for, in order; a stage's model must be given when it is enabled."""
+def build_stages(config: CurateConfig, detector: Detector | None, embedder: Embedder | None,
+                 detector_batched: bool = False) -> list[Stage]:
+    """The batch stages `config` asks for, in order; a stage's model must be given when it is enabled.
+    `detector_batched`: the detector takes a list of images (see `PersonStage`)."""
     stages: list[Stage] = [DecodeStage(config.decode)]
     if config.person.enabled:
         if detector is None:
             raise ValueError("the person stage needs a detector ([person] enabled = false to skip it)")
-        stages.append(PersonStage(detector, config.person))
+        stages.append(PersonStage(detector, config.person, detector_batched))
     if config.dedup.enabled:
         stages.append(PhashStage())
     if config.needs_embeddings():
@@ -211,6 +213,7 @@ def assemble_manifest(items: Sequence[Item], tables: Sequence[pa.Table | None]) 
 
 def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None = None, *,
            detector: Detector | None = None, embedder: Embedder | None = None, resume: bool = False,
+           detector_batched: bool = False,
            shards: bool = True, report: bool = True,
            progress: Callable[[int, int], None] | None = None) -> CurateResult:
     """Curate `items` into `out`: ``manifest.parquet``, ``shards/*.tar``, ``report/index.html`` and the
@@ -222,7 +225,7 @@ def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None =
     if parts.exists() and any(parts.iterdir()) and not resume:
         raise FileExistsError(f"{out} already holds a curation run: pass --resume (resume=True) to continue "
                               "it, or choose another --out")
-    stages = build_stages(config, detector, embedder)
+    stages = build_stages(config, detector, embedder, detector_batched)
     result = CurateResult(out / "manifest.parquet", pa.table({}))
     tables = run_batch_stages(items, stages, parts, config.engine.batch_size, config.decode.max_pixels, result,
                               progress)

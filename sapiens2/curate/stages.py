@@ -100,10 +100,13 @@ class DecodeStage:
 class PersonStage:
     """Keep images with a prominent person: a box scoring >= `min_score` covering >= `min_area_fraction`.
 
-    Records the number of boxes passing the score, and the score and area fraction of the largest of them."""
+    Records the number of boxes passing the score, and the score and area fraction of the largest of them.
+    With `batched` the detector is called once on the batch's list of images and returns a list of box
+    arrays (as `PersonDetector` does: one batched forward); otherwise once per image."""
 
     detector: Detector
     settings: PersonConfig = field(default_factory=PersonConfig)
+    batched: bool = False
     name: str = "person"
     fields: dict[str, pa.DataType] = field(default_factory=lambda: {
         "person_count": pa.int32(), "person_score": pa.float32(), "person_area": pa.float32()})
@@ -111,9 +114,12 @@ class PersonStage:
     def __call__(self, batch: Batch) -> dict[str, list]:
         out = _columns(self.fields, len(batch))
         s = self.settings
-        for i in range(len(batch)):
-            image = batch.image(i)
-            boxes = np.asarray(self.detector(image), np.float32).reshape(-1, 5)
+        images = [batch.image(i) for i in range(len(batch))]
+        found = self.detector(images) if self.batched else [self.detector(im) for im in images]
+        if len(found) != len(images):
+            raise ValueError(f"the detector gave {len(found)} results for {len(images)} images")
+        for i, image in enumerate(images):
+            boxes = np.asarray(found[i], np.float32).reshape(-1, 5)
             boxes = boxes[boxes[:, 4] >= s.min_score]
             h, w = image.shape[:2]
             areas = (np.clip(boxes[:, 2] - boxes[:, 0] + 1, 0, None) * np.clip(boxes[:, 3] - boxes[:, 1] + 1, 0, None)

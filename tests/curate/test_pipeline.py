@@ -172,3 +172,15 @@ def test_tar_shard_members_are_sources(corpus, tmp_path):
     result = curate(items, tmp_path / "out", config, detector=colour_detector, report=False)
     assert [r["reason"] for r in result.table.to_pylist()] == [None, "too_small", "decode"]
     assert len(list((tmp_path / "out" / "shards").glob("*.tar"))) == 1
+
+
+def test_a_batched_detector_gives_the_same_rows(corpus, tmp_path, run):
+    _, first, _ = run
+    batched = Counting(lambda images: [colour_detector(im) for im in images])
+    result = curate(collect_items([str(corpus.root)]), tmp_path, CONFIG, detector=batched, embedder=thumb_embedder,
+                    detector_batched=True, shards=False, report=False)
+    assert batched.calls == result.computed["person"]  # one call per batch
+    assert result.table.drop_columns(["detail"]).equals(first.table.drop_columns(["detail"]))
+    with pytest.raises(ValueError, match="gave 1 results for"):
+        curate(collect_items([str(corpus.root)]), tmp_path / "w", CONFIG, detector=lambda ims: [ims[0]],
+               embedder=thumb_embedder, detector_batched=True)
