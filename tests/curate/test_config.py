@@ -40,3 +40,21 @@ def test_missing_config_file(tmp_path):
 def test_fingerprint_follows_settings():
     assert fingerprint(DecodeConfig()) == fingerprint(DecodeConfig())
     assert fingerprint(DecodeConfig()) != fingerprint(DecodeConfig(min_short_side=256))
+
+
+def test_readme_states_the_defaults():
+    """Every `[table] key = value` the README's curation section names is the code's default."""
+    import re
+    import tomllib
+
+    from tests.test_readme import section
+
+    text = section("Data curation")
+    defaults = CurateConfig()
+    found = 0
+    for table, body in re.findall(r"`\[(\w+)\] ([^|\n]+?)(?=\s*\||;|\n)", text):
+        for key, value in re.findall(r"(\w+) = ([^`,]+?)`", body):
+            got = getattr(getattr(defaults, table), key)
+            assert tomllib.loads(f"v = {value}")["v"] == got, f"README says [{table}] {key} = {value}, code {got}"
+            found += 1
+    assert found >= 15
