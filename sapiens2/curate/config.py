@@ -86,9 +86,11 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """The local engine: images per batch (each batch and stage is one resumable Parquet part)."""
+    """The local engine: images per batch (each batch and stage is one resumable Parquet part), and the long
+    side decoded images are shrunk to while a batch holds them (sizes are measured before)."""
 
     batch_size: int = 64
+    work_side: int = 1280
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class CurateConfig:
             (self.output.max_side >= 16, "output.max_side must be >= 16"),
             (1 <= self.output.jpeg_quality <= 100, "output.jpeg_quality must be in [1, 100]"),
             (self.engine.batch_size >= 1, "engine.batch_size must be >= 1"),
+            (self.engine.work_side >= 224, "engine.work_side must be >= 224"),
         ]
         for ok, message in checks:
             if not ok:

@@ -85,17 +85,22 @@ def build_stages(config: CurateConfig, detector: Detector | None, embedder: Embe
     return stages
 
 
+def stage_chain(stages: Sequence[Stage], work_side: int | None) -> str:
+    """The fingerprint of these stages' names and settings (and of the working resolution they saw)."""
+    return fingerprint(work_side, *[(s.name, s.settings) for s in stages])
+
+
 def run_batch_stages(items: Sequence[Item], stages: Sequence[Stage], parts: Path, batch_size: int,
-                     max_pixels: int | None, result: CurateResult,
+                     max_pixels: int | None, result: CurateResult, work_side: int | None = None,
                      progress: Callable[[int, int], None] | None = None) -> dict[str, pa.Table]:
     """Each batch through each stage (on the rows the earlier ones kept); returns each stage's rows."""
     folders = []
     for i, stage in enumerate(stages):
-        chain = fingerprint(*[(s.name, s.settings) for s in stages[: i + 1]])
+        chain = stage_chain(stages[: i + 1], work_side)
         folders.append(parts / f"{i:02d}-{stage.name}-{chain}")
     tables: dict[str, list[pa.Table]] = {s.name: [] for s in stages}
     for start in range(0, len(items), batch_size):
-        batch = Batch(list(items[start:start + batch_size]), max_pixels)
+        batch = Batch(list(items[start:start + batch_size]), max_pixels, work_side)
         name = f"{keys_hash([it.key for it in batch.items])}.parquet"
         alive = batch
         for stage, folder in zip(stages, folders):
@@ -120,10 +125,10 @@ def _global_part(parts: Path, name: str, settings: tuple, keys: list[str]) -> Pa
     return parts / f"{name}-{fingerprint(*settings)}" / f"{keys_hash(keys)}.parquet"
 
 
-def run_dedup(rows: pa.Table, config: CurateConfig, parts: Path, result: CurateResult) -> pa.Table:
+def run_dedup(rows: pa.Table, config: CurateConfig, parts: Path, result: CurateResult, chain: str = "") -> pa.Table:
     """Duplicate groups among `rows` (the images every batch stage kept): key, dedup_group, reason, detail."""
     keys = rows["key"].to_pylist()
-    path = _global_part(parts, "dedup", (config.dedup, config.embed if config.dedup.deep else None), keys)
+    path = _global_part(parts, "dedup", (chain, config.dedup), keys)
     table = read_part(path)
     if table is not None:
         result.reused["dedup"] = 1
@@ -146,11 +151,12 @@ def run_dedup(rows: pa.Table, config: CurateConfig, parts: Path, result: CurateR
     return table
 
 
-def run_cluster(rows: pa.Table, config: CurateConfig, parts: Path, result: CurateResult) -> pa.Table:
+def run_cluster(rows: pa.Table, config: CurateConfig, parts: Path, result: CurateResult, chain: str = ""
+                ) -> pa.Table:
     """k-means cluster ids and the balanced sample among `rows`: key, cluster, reason, detail."""
     keys = rows["key"].to_pylist()
     c = config.cluster
-    path = _global_part(parts, "cluster", (c, config.embed), keys)
+    path = _global_part(parts, "cluster", (chain, config.dedup, c), keys)
     table = read_part(path)
     if table is None:
         t0 = time.perf_counter()
@@ -228,15 +234,16 @@ def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None =
     stages = build_stages(config, detector, embedder, detector_batched)
     result = CurateResult(out / "manifest.parquet", pa.table({}))
     tables = run_batch_stages(items, stages, parts, config.engine.batch_size, config.decode.max_pixels, result,
-                              progress)
+                              config.engine.work_side, progress)
     merged = list(tables.values())
     survivors = _survivors(tables, stages)
+    chain = stage_chain(stages, config.engine.work_side)  # the global stages' inputs come from all of them
     if config.dedup.enabled and survivors is not None:
-        dd = run_dedup(survivors, config, parts, result)
+        dd = run_dedup(survivors, config, parts, result, chain)
         merged.append(dd)
         survivors = survivors.filter(pc.is_null(dd["reason"]))
     if config.cluster.enabled and survivors is not None:
-        merged.append(run_cluster(survivors, config, parts, result))
+        merged.append(run_cluster(survivors, config, parts, result, chain))
     result.table = assemble_manifest(items, merged)
     tmp = out / ".manifest.parquet.tmp"
     pq.write_table(result.table, tmp)

@@ -87,14 +87,14 @@ def write_report(items: Sequence[Item], result, folder: Path, config: CurateConf
         keys = [r["key"] for r in rows if r["reason"] == reason][:SHEET_MAX]
         if keys:
             name = f"reason-{reason}.png"
-            _write_png(folder / name, contact_sheet(Batch([by_key[k] for k in keys], config.decode.max_pixels)))
+            _write_png(folder / name, contact_sheet(Batch([by_key[k] for k in keys], config.decode.max_pixels, THUMB * 4)))
             sheets[f"dropped: {reason}"] = name
     biggest = sorted(result.cluster_sizes, key=lambda c: -result.cluster_sizes[c][1])[:12]
     for c in biggest:
         keys = [r["key"] for r in rows if r["kept"] and r["cluster"] == c][:SHEET_MAX]
         if keys:
             name = f"cluster-{c}.png"
-            _write_png(folder / name, contact_sheet(Batch([by_key[k] for k in keys], config.decode.max_pixels)))
+            _write_png(folder / name, contact_sheet(Batch([by_key[k] for k in keys], config.decode.max_pixels, THUMB * 4)))
             sheets[f"cluster {c} (kept)"] = name
     summary = {
         "inputs": len(rows), "kept": sum(r["kept"] for r in rows), "stages": counts,

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import cv2
 import numpy as np
 import pyarrow as pa
 
@@ -31,21 +32,32 @@ REASONS = (DECODE, TOO_SMALL, NO_PERSON, DUPLICATE, BALANCE)
 
 @dataclass
 class Batch:
-    """Items of one batch; pixels are decoded on first use and kept for the later stages of the batch."""
+    """Items of one batch; pixels are decoded on first use and kept for the later stages of the batch.
+
+    With `work_side`, the kept pixels are shrunk (area) to that long side once decoded: the stages look at
+    640 px (detector), 224 px (embedder) or 32 px (pHash), so a batch of 12-megapixel photos need not stay
+    in memory at full size. `size(i)` is always the decoded file's own (height, width)."""
 
     items: list[Item]
     max_pixels: int | None = None
-    _pixels: dict[str, np.ndarray | ImageDecodeError] = field(default_factory=dict, repr=False)
+    work_side: int | None = None
+    _pixels: dict[str, tuple[np.ndarray, tuple[int, int]] | ImageDecodeError] = field(default_factory=dict,
+                                                                                       repr=False)
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def image(self, i: int) -> np.ndarray:
-        """The RGB pixels of item `i`; raises its `ImageDecodeError` (every time) when it does not decode."""
+    def _get(self, i: int) -> tuple[np.ndarray, tuple[int, int]]:
         item = self.items[i]
         if item.key not in self._pixels:
             try:
-                self._pixels[item.key] = decode_image(item.read_bytes(), item.path, max_pixels=self.max_pixels)
+                image = decode_image(item.read_bytes(), item.path, max_pixels=self.max_pixels)
+                h, w = image.shape[:2]
+                if self.work_side and max(h, w) > self.work_side:
+                    s = self.work_side / max(h, w)
+                    image = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))),
+                                       interpolation=cv2.INTER_AREA)
+                self._pixels[item.key] = (image, (h, w))
             except ImageDecodeError as err:
                 self._pixels[item.key] = err
         got = self._pixels[item.key]
@@ -53,9 +65,17 @@ class Batch:
             raise got
         return got
 
+    def image(self, i: int) -> np.ndarray:
+        """The RGB pixels of item `i`; raises its `ImageDecodeError` (every time) when it does not decode."""
+        return self._get(i)[0]
+
+    def size(self, i: int) -> tuple[int, int]:
+        """(height, width) of item `i` as decoded, before any `work_side` shrinking."""
+        return self._get(i)[1]
+
     def subset(self, keep: Sequence[int]) -> Batch:
         """The rows `keep`, sharing the decoded pixels."""
-        return Batch([self.items[i] for i in keep], self.max_pixels, self._pixels)
+        return Batch([self.items[i] for i in keep], self.max_pixels, self.work_side, self._pixels)
 
 
 class Stage(Protocol):
@@ -85,7 +105,7 @@ class DecodeStage:
         out = _columns(self.fields, len(batch))
         for i in range(len(batch)):
             try:
-                h, w = batch.image(i).shape[:2]
+                h, w = batch.size(i)
             except ImageDecodeError as err:
                 out["reason"][i], out["detail"][i] = DECODE, f"{type(err).__name__}: {err.reason}"
                 continue

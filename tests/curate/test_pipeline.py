@@ -184,3 +184,14 @@ def test_a_batched_detector_gives_the_same_rows(corpus, tmp_path, run):
     with pytest.raises(ValueError, match="gave 1 results for"):
         curate(collect_items([str(corpus.root)]), tmp_path / "w", CONFIG, detector=lambda ims: [ims[0]],
                embedder=thumb_embedder, detector_batched=True)
+
+
+def test_a_batch_holds_shrunk_pixels_but_measures_the_file(corpus):
+    from sapiens2.curate.stages import Batch, DecodeStage
+
+    items = collect_items([str(corpus.originals[0]), str(corpus.corrupt[0])])
+    batch = Batch(items, work_side=256)
+    h, w = cv2.imread(str(corpus.originals[0])).shape[:2]
+    assert batch.size(0) == (h, w) and max(batch.image(0).shape[:2]) == 256
+    out = DecodeStage()(batch)
+    assert (out["height"][0], out["width"][0]) == (h, w) and out["reason"] == [None, "decode"]
