@@ -189,7 +189,7 @@ def test_a_batched_detector_gives_the_same_rows(corpus, tmp_path, run):
 def test_a_batch_holds_shrunk_pixels_but_measures_the_file(corpus):
     from sapiens2.curate.stages import Batch, DecodeStage
 
-    items = collect_items([str(corpus.originals[0]), str(corpus.corrupt[0])])
+    items = [collect_items([str(p)])[0] for p in (corpus.originals[0], corpus.corrupt[0])]
     batch = Batch(items, work_side=256)
     h, w = cv2.imread(str(corpus.originals[0])).shape[:2]
     assert batch.size(0) == (h, w) and max(batch.image(0).shape[:2]) == 256
