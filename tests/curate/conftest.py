@@ -94,7 +94,7 @@ def thumb_embedder(images) -> np.ndarray:
 class Counting:
     """Wraps a callable and counts the images it was given."""
 
-    def __init__(self, fn, batched: bool = False) -> None:
+    def __init__(self, fn) -> None:
         self.fn, self.calls, self.images = fn, 0, 0
 
     def __call__(self, x):
