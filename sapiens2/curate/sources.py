@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,13 +36,40 @@ class Item:
                 if max_bytes is not None and size > max_bytes:
                     raise ImageTooLargeError(self.path, f"file is {size} bytes, over the {max_bytes}-byte limit")
                 return Path(shard).read_bytes()
-            with tarfile.open(shard) as tar:
-                f = tar.extractfile(member)
-                if f is None:
-                    raise UnreadableImageError(self.path, "not a regular file in the shard")
-                return f.read()
+            return _SHARDS.read(shard, member, self.path)
         except (OSError, KeyError, tarfile.TarError) as err:
             raise UnreadableImageError(self.path, f"cannot read: {err}") from None
+
+
+class _OpenShards:
+    """The last few tar shards read, kept open with their member index: reading member after member of a
+    shard then costs one open and one scan of its headers, not one per member. A shard rewritten since
+    (another size or modification time) is opened afresh."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._open: OrderedDict[tuple, tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]]] = OrderedDict()
+
+    def read(self, shard: str, member: str, label: str) -> bytes:
+        st = os.stat(shard)
+        key = (os.path.realpath(shard), st.st_size, st.st_mtime_ns)
+        if key not in self._open:
+            tar = tarfile.open(shard)
+            self._open[key] = (tar, {m.name: m for m in tar.getmembers()})
+            while len(self._open) > self.size:
+                self._open.popitem(last=False)[1][0].close()
+        self._open.move_to_end(key)
+        tar, members = self._open[key]
+        info = members.get(member)
+        if info is None:
+            raise UnreadableImageError(label, "no such member in the shard")
+        f = tar.extractfile(info)
+        if f is None:
+            raise UnreadableImageError(label, "not a regular file in the shard")
+        return f.read()
+
+
+_SHARDS = _OpenShards()
 
 
 def item_key(path: str) -> str:

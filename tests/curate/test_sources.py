@@ -52,5 +52,18 @@ def test_a_member_missing_from_its_shard(corpus, tmp_path):
         tar.add(corpus.originals[1], arcname="b.jpg")
     from sapiens2.io.images import UnreadableImageError
 
-    with pytest.raises(UnreadableImageError, match="a.jpg"):
+    with pytest.raises(UnreadableImageError, match="a.jpg: no such member"):
         item.read_bytes()
+
+
+def test_members_of_one_shard_are_read_through_one_open_file(corpus, tmp_path, monkeypatch):
+    shard = tmp_path / "s.tar"
+    with tarfile.open(shard, "w") as tar:
+        for p in corpus.originals[:5]:
+            tar.add(p, arcname=p.name)
+    items = collect_items([str(shard)])
+    opened = []
+    real_open = tarfile.open
+    monkeypatch.setattr(tarfile, "open", lambda *a, **k: opened.append(a) or real_open(*a, **k))
+    assert [it.read_bytes() for it in items] == [p.read_bytes() for p in corpus.originals[:5]]
+    assert len(opened) == 1
