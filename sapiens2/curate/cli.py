@@ -70,13 +70,27 @@ def _cmd_curate(args: argparse.Namespace) -> int:
     except (MissingInputsError, ValueError) as err:
         print(f"sapiens2 curate: {err}", file=sys.stderr)
         return EXIT_USAGE
+    from sapiens2.fetch import CheckpointNotFoundError, missing_report
+
+    detector = embedder = None
+    missing: list[CheckpointNotFoundError] = []
     try:
-        detector = _detector(device, args.allow_code) if config.person.enabled else None
-        embedder = (BackboneEmbedder.load(config.embed.model, config.embed.size, device)
-                    if config.needs_embeddings() else None)
-    except (OSError, ValueError) as err:
+        if config.person.enabled:
+            try:
+                detector = _detector(device, args.allow_code)
+            except CheckpointNotFoundError as err:
+                missing.append(err)
+        if config.needs_embeddings():
+            try:
+                embedder = BackboneEmbedder.load(config.embed.model, config.embed.size, device)
+            except CheckpointNotFoundError as err:
+                missing.append(err)
+    except (OSError, ValueError, TypeError) as err:
         print(f"sapiens2 curate: cannot load a model: {err}", file=sys.stderr)
         return EXIT_FAILED
+    if missing:  # one line per file and one fix, as every command that needs weights says it
+        print(missing_report(missing), file=sys.stderr)
+        return EXIT_USAGE
 
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} images", end="" if done < total else "\n", file=sys.stderr, flush=True)

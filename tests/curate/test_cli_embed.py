@@ -68,3 +68,24 @@ def test_backbone_embedder_pools_patch_tokens():
     assert embed([]).shape[0] == 0
     with pytest.raises(TypeError, match="Sapiens2 backbone"):
         BackboneEmbedder(object())
+
+
+def test_curate_command_without_weights_says_what_to_download(corpus, tmp_path):
+    """The default detector and embedder, no weights and no hub: one line per file, one fix, exit 2."""
+    import os
+    from pathlib import Path
+
+    import sapiens2
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "SAPIENS_CHECKPOINT_ROOT": str(tmp_path / "none"),
+           "PYTHONPATH": str(Path(sapiens2.__file__).resolve().parents[1])}  # this checkout, from another cwd
+    code = f"from sapiens2.cli import main; raise SystemExit(main(['curate', {str(corpus.root)!r}, '--out', 'o']))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert [line.split()[2] for line in lines if line.startswith("missing: ")] == [
+        "(rtmdet-m-person):", "(sapiens2-pretrain-0.4b):"]
+    assert "sapiens2 download rtmdet-m-person sapiens2-pretrain-0.4b" in lines[-1]
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
