@@ -192,17 +192,12 @@ def _merge(by_key: dict[str, dict], table: pa.Table | None) -> None:
     if table is None:
         return
     for row in table.to_pylist():
-        out = by_key[row["key"]]
-        for name, value in row.items():
-            if name in ("key", "embedding"):
-                continue
-            if name in ("reason", "detail"):
-                if out["reason"] is None and row["reason"] is not None:
-                    out[name] = value
-                    if name == "reason":
-                        out["detail"] = row["detail"]
-                continue
-            out[name] = value
+        out = by_key[row.pop("key")]
+        reason, detail = row.pop("reason"), row.pop("detail")
+        row.pop("embedding", None)
+        out.update(row)
+        if out["reason"] is None and reason is not None:
+            out["reason"], out["detail"] = reason, detail
 
 
 def assemble_manifest(items: Sequence[Item], tables: Sequence[pa.Table | None]) -> pa.Table:
