@@ -216,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sapiens2.train.cli import add_shard_parser
 
     add_shard_parser(sub)
+
+    from sapiens2.curate.cli import add_curate_parser
+
+    add_curate_parser(sub)
     return parser
 
 

@@ -27,6 +27,7 @@ LAYERS = {
     "pretrain": 5,
     "runner": 6,
     "serve": 7,  # the HTTP server: the predictors, and the runner's option parsing and demo photo
+    "curate": 7,  # data curation: decoding, the detector and a backbone's features; never the runner
     "cli": 8, "__main__": 9, "cli_reference": 9,
 }
 

@@ -137,7 +137,8 @@ def test_default_detector_offline_says_how_to_get_it(tmp_path, monkeypatch):
 
     monkeypatch.setenv("SAPIENS_CHECKPOINT_ROOT", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
-    with pytest.raises(sapiens2.CheckpointNotFoundError, match="rtmdet_m.pth.*facebook/sapiens-pose-bbox-detector"):
+    with pytest.raises(sapiens2.CheckpointNotFoundError,
+                       match="(?s)rtmdet-m-person.*facebook/sapiens-pose-bbox-detector.*sapiens2 download rtmdet-m-person"):
         Pose(BrightestPixelPose(17))
 
 

@@ -1,0 +1,171 @@
+"""The curation settings: one dataclass per stage, read from a TOML file with one table per stage.
+
+Defaults are the paper's where it states one (short side >= 384 px); the others are documented choices
+meant to be tuned by looking at the report's contact sheets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Decode + size filter. `min_short_side` 384 is Humans-1B's rule; `max_pixels` guards against bombs."""
+
+    min_short_side: int = 384
+    max_pixels: int = 2**27
+
+
+@dataclass(frozen=True)
+class PersonConfig:
+    """Keep images with one person box scoring >= `min_score` and covering >= `min_area_fraction` of it.
+
+    0.5 / 0.05 (a person filling 5% of the frame, e.g. ~ 86 x 172 px of a 640 x 480 photo) are our defaults;
+    the paper says only "prominent person"."""
+
+    enabled: bool = True
+    min_score: float = 0.5
+    min_area_fraction: float = 0.05
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Image embeddings for deep dedup and clustering: pooled patch tokens of a Sapiens2 pretrain backbone.
+
+    `model` is an official name, hub id or file for `sapiens2.load`; images are squashed to `size` x `size`."""
+
+    model: str = "sapiens2-pretrain-0.4b"
+    size: int = 224
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """Duplicate groups: 64-bit DCT pHashes within `hamming_radius` bits, then (when `deep`) embeddings with
+    cosine similarity >= `cosine_threshold`. The largest image of a group (then the best person score) stays.
+
+    Radius 10 of 64 catches resized / re-compressed / ~3%-cropped copies while unrelated images differ in
+    ~32 bits (P(<= 10) ~ 1e-8 for independent bits; real photos correlate, so more); larger crops are left to the deep-feature step."""
+
+    enabled: bool = True
+    hamming_radius: int = 10
+    deep: bool = True
+    cosine_threshold: float = 0.95
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """k-means on the embeddings of the deduplicated images, then balanced sampling to `target` images:
+    every cluster gives min(its size, q) images, q the largest quota that keeps the total <= `target`.
+    `target = 0` assigns clusters and keeps everything."""
+
+    enabled: bool = True
+    clusters: int = 100
+    target: int = 0
+    iterations: int = 20
+    restarts: int = 3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Kept images are re-encoded as JPEG (`jpeg_quality`) with their long side at most `max_side`, in tar
+    shards of `shard_size` images."""
+
+    shard_size: int = 1000
+    max_side: int = 1024
+    jpeg_quality: int = 90
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The local engine: images per batch (each batch and stage is one resumable Parquet part), and the long
+    side decoded images are shrunk to while a batch holds them (sizes are measured before)."""
+
+    batch_size: int = 64
+    work_side: int = 1280
+
+
+@dataclass(frozen=True)
+class CurateConfig:
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+    person: PersonConfig = field(default_factory=PersonConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    dedup: DedupConfig = field(default_factory=DedupConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.decode.min_short_side >= 1, "decode.min_short_side must be >= 1"),
+            (0.0 <= self.person.min_area_fraction <= 1.0, "person.min_area_fraction must be in [0, 1]"),
+            (0 <= self.dedup.hamming_radius <= 64, "dedup.hamming_radius must be in [0, 64]"),
+            (-1.0 <= self.dedup.cosine_threshold <= 1.0, "dedup.cosine_threshold must be in [-1, 1]"),
+            (self.cluster.clusters >= 1, "cluster.clusters must be >= 1"),
+            (self.cluster.restarts >= 1, "cluster.restarts must be >= 1"),
+            (self.cluster.target >= 0, "cluster.target must be >= 0 (0: no sampling)"),
+            (self.output.shard_size >= 1, "output.shard_size must be >= 1"),
+            (self.output.max_side >= 16, "output.max_side must be >= 16"),
+            (1 <= self.output.jpeg_quality <= 100, "output.jpeg_quality must be in [1, 100]"),
+            (self.engine.batch_size >= 1, "engine.batch_size must be >= 1"),
+            (self.engine.work_side >= 224, "engine.work_side must be >= 224"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def needs_embeddings(self) -> bool:
+        return (self.dedup.enabled and self.dedup.deep) or self.cluster.enabled
+
+
+def fingerprint(*sections: object) -> str:
+    """A short stable hash of config sections: part folders are named by it, so a changed threshold
+    recomputes that stage (and those after it) and nothing else."""
+    blob = json.dumps([dataclasses.asdict(s) if dataclasses.is_dataclass(s) else s for s in sections],
+                      sort_keys=True, default=repr)
+    return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+def load_config(path: str | os.PathLike[str] | None) -> CurateConfig:
+    """The defaults, overridden by the TOML file's tables; an unknown table or key is an error naming it."""
+    if path is None:
+        return CurateConfig()
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ValueError(f"{path}: cannot read the config: {err.strerror or err}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path}: not valid TOML: {err}") from None
+    sections = {f.name: f.type for f in dataclasses.fields(CurateConfig)}
+    defaults = CurateConfig()
+    kwargs = {}
+    for name, table in data.items():
+        if name not in sections:
+            raise ValueError(f"{path}: unknown table [{name}]; expected one of {', '.join(sections)}")
+        if not isinstance(table, dict):
+            raise ValueError(f"{path}: [{name}] must be a table")
+        section = getattr(defaults, name)
+        known = {f.name: type(getattr(section, f.name)) for f in dataclasses.fields(section)}
+        for key, value in table.items():
+            if key not in known:
+                raise ValueError(f"{path}: unknown key {name}.{key}; expected one of {', '.join(known)}")
+            want = known[key]
+            if want is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+                table[key] = value
+            if not isinstance(value, want) or (want is int and isinstance(value, bool)):
+                raise ValueError(f"{path}: {name}.{key} must be a {want.__name__}, got {value!r}")
+        kwargs[name] = dataclasses.replace(section, **table)
+    try:
+        return CurateConfig(**kwargs)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None

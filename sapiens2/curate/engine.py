@@ -1,0 +1,268 @@
+"""The local engine: batch stages in order over batches, then the corpus-wide dedup and clustering, then the
+manifest, the shards and the report. Every stage result is a Parquet part (see `parts`), so `--resume`
+recomputes nothing already written.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sapiens2.curate import cluster as clustering
+from sapiens2.curate import dedup
+from sapiens2.curate.config import CurateConfig, fingerprint
+from sapiens2.curate.parts import columns_table, keys_hash, read_part, write_part
+from sapiens2.curate.phash import hashes_to_bytes
+from sapiens2.curate.sources import Item
+from sapiens2.curate.stages import (
+    BALANCE, DUPLICATE, Batch, DecodeStage, Detector, EmbedStage, Embedder, PersonStage, PhashStage, Stage,
+)
+
+logger = logging.getLogger(__name__)
+
+#: The manifest's columns, whichever stages ran (a skipped stage leaves its columns null).
+MANIFEST_SCHEMA = pa.schema([
+    ("key", pa.string()), ("path", pa.string()),
+    ("width", pa.int32()), ("height", pa.int32()),
+    ("person_count", pa.int32()), ("person_score", pa.float32()), ("person_area", pa.float32()),
+    ("phash", pa.string()),
+    ("dedup_group", pa.string()),  # key of the member its duplicate group keeps
+    ("cluster", pa.int32()),
+    ("kept", pa.bool_()), ("reason", pa.string()), ("detail", pa.string()),
+])
+
+
+@dataclass
+class CurateResult:
+    """Where things went and what was (re)computed: `computed` / `reused` count parts per stage."""
+
+    manifest: Path
+    table: pa.Table
+    computed: dict[str, int] = field(default_factory=dict)
+    reused: dict[str, int] = field(default_factory=dict)
+    cluster_sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # id -> (before, after) balancing
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage's computed parts
+    rows: dict[str, int] = field(default_factory=dict)  # rows those parts covered
+
+    def _timed(self, name: str, rows: int, seconds: float) -> None:
+        self.computed[name] = self.computed.get(name, 0) + 1
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self.rows[name] = self.rows.get(name, 0) + rows
+
+    def throughput(self) -> dict[str, float]:
+        """Images per second of each stage computed in this run (resumed parts do not count)."""
+        return {k: self.rows[k] / max(self.seconds[k], 1e-9) for k in self.seconds}
+
+    @property
+    def kept(self) -> int:
+        return int(pc.sum(self.table["kept"]).as_py() or 0)
+
+
+def build_stages(config: CurateConfig, detector: Detector | None, embedder: Embedder | None,
+                 detector_batched: bool = False) -> list[Stage]:
+    """The batch stages `config` asks for, in order; a stage's model must be given when it is enabled.
+    `detector_batched`: the detector takes a list of images (see `PersonStage`)."""
+    stages: list[Stage] = [DecodeStage(config.decode)]
+    if config.person.enabled:
+        if detector is None:
+            raise ValueError("the person stage needs a detector ([person] enabled = false to skip it)")
+        stages.append(PersonStage(detector, config.person, detector_batched))
+    if config.dedup.enabled:
+        stages.append(PhashStage())
+    if config.needs_embeddings():
+        if embedder is None:
+            raise ValueError("deep dedup and clustering need an embedder ([dedup] deep = false and "
+                             "[cluster] enabled = false to skip them)")
+        stages.append(EmbedStage(embedder, config.embed))
+    return stages
+
+
+def stage_chain(stages: Sequence[Stage], work_side: int | None) -> str:
+    """The fingerprint of these stages' names and settings (and of the working resolution they saw)."""
+    return fingerprint(work_side, *[(s.name, s.settings) for s in stages])
+
+
+def run_batch_stages(items: Sequence[Item], stages: Sequence[Stage], parts: Path, batch_size: int,
+                     max_pixels: int | None, result: CurateResult, work_side: int | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> dict[str, pa.Table]:
+    """Each batch through each stage (on the rows the earlier ones kept); returns each stage's rows."""
+    folders = []
+    for i, stage in enumerate(stages):
+        chain = stage_chain(stages[: i + 1], work_side)
+        folders.append(parts / f"{i:02d}-{stage.name}-{chain}")
+    tables: dict[str, list[pa.Table]] = {s.name: [] for s in stages}
+    for start in range(0, len(items), batch_size):
+        batch = Batch(list(items[start:start + batch_size]), max_pixels, work_side)
+        name = f"{keys_hash([it.key for it in batch.items])}.parquet"
+        alive = batch
+        for stage, folder in zip(stages, folders):
+            if not len(alive):
+                break
+            table = read_part(folder / name)
+            if table is None:
+                t0 = time.perf_counter()
+                table = columns_table([it.key for it in alive.items], stage(alive), stage.fields)
+                result._timed(stage.name, len(alive), time.perf_counter() - t0)
+                write_part(folder / name, table)
+            else:
+                result.reused[stage.name] = result.reused.get(stage.name, 0) + 1
+            tables[stage.name].append(table)
+            alive = alive.subset(np.flatnonzero(table["reason"].is_null().to_numpy(zero_copy_only=False)).tolist())
+        if progress:
+            progress(min(start + batch_size, len(items)), len(items))
+    return {name: pa.concat_tables(ts) if ts else None for name, ts in tables.items()}
+
+
+def _global_part(parts: Path, name: str, settings: tuple, keys: list[str]) -> Path:
+    return parts / f"{name}-{fingerprint(*settings)}" / f"{keys_hash(keys)}.parquet"
+
+
+def run_dedup(rows: pa.Table, config: CurateConfig, parts: Path, result: CurateResult, chain: str = "") -> pa.Table:
+    """Duplicate groups among `rows` (the images every batch stage kept): key, dedup_group, reason, detail."""
+    keys = rows["key"].to_pylist()
+    path = _global_part(parts, "dedup", (chain, config.dedup), keys)
+    table = read_part(path)
+    if table is not None:
+        result.reused["dedup"] = 1
+        return table
+    t0 = time.perf_counter()
+    pairs = dedup.phash_pairs(hashes_to_bytes(rows["phash"].to_pylist()), config.dedup.hamming_radius)
+    if config.dedup.deep:
+        pairs += dedup.embedding_pairs(_embeddings(rows), config.dedup.cosine_threshold)
+    pixels = rows["width"].to_numpy().astype(np.float64) * rows["height"].to_numpy()
+    score = rows["person_score"].fill_null(0).to_numpy() if "person_score" in rows.column_names else 0
+    group, keep = dedup.duplicate_groups(len(keys), pairs, pixels + np.clip(score, 0, 1) * 0.5)
+    group_keys = [keys[g] for g in group]
+    table = columns_table(keys, {
+        "dedup_group": group_keys,
+        "reason": [None if k else DUPLICATE for k in keep],
+        "detail": [None if k else f"duplicate of {group_keys[i]}" for i, k in enumerate(keep)],
+    }, {"dedup_group": pa.string()})
+    result._timed("dedup", len(keys), time.perf_counter() - t0)
+    write_part(path, table)
+    return table
+
+
+def run_cluster(rows: pa.Table, config: CurateConfig, parts: Path, result: CurateResult, chain: str = ""
+                ) -> pa.Table:
+    """k-means cluster ids and the balanced sample among `rows`: key, cluster, reason, detail."""
+    keys = rows["key"].to_pylist()
+    c = config.cluster
+    path = _global_part(parts, "cluster", (chain, config.dedup, c), keys)
+    table = read_part(path)
+    if table is None:
+        t0 = time.perf_counter()
+        labels = clustering.kmeans_labels(_embeddings(rows), c.clusters, c.iterations, c.seed, c.restarts)
+        keep = clustering.balanced_sample(labels, c.target, c.seed)
+        table = columns_table(keys, {
+            "cluster": labels.tolist(),
+            "reason": [None if k else BALANCE for k in keep],
+            "detail": [None if k else f"cluster {lab} over its quota" for k, lab in zip(keep, labels)],
+        }, {"cluster": pa.int32()})
+        result._timed("cluster", len(keys), time.perf_counter() - t0)
+        write_part(path, table)
+    else:
+        result.reused["cluster"] = 1
+    labels = table["cluster"].to_numpy()
+    kept = table["reason"].is_null().to_numpy(zero_copy_only=False)
+    result.cluster_sizes = {int(k): (int((labels == k).sum()), int(((labels == k) & kept).sum()))
+                            for k in np.unique(labels)}
+    return table
+
+
+def _embeddings(rows: pa.Table) -> np.ndarray:
+    emb = rows["embedding"]
+    return np.stack(emb.to_numpy(zero_copy_only=False)).astype(np.float32) if len(emb) else np.zeros((0, 1), np.float32)
+
+
+def _kept(table: pa.Table) -> pa.Table:
+    return table.filter(pc.is_null(table["reason"]))
+
+
+def _merge(by_key: dict[str, dict], table: pa.Table | None) -> None:
+    """Fold a stage's rows into the per-key manifest rows; the first stage to give a reason sets it."""
+    if table is None:
+        return
+    for row in table.to_pylist():
+        out = by_key[row.pop("key")]
+        reason, detail = row.pop("reason"), row.pop("detail")
+        row.pop("embedding", None)
+        out.update(row)
+        if out["reason"] is None and reason is not None:
+            out["reason"], out["detail"] = reason, detail
+
+
+def assemble_manifest(items: Sequence[Item], tables: Sequence[pa.Table | None]) -> pa.Table:
+    """One row per input, in input order, with `MANIFEST_SCHEMA`'s columns."""
+    blank = {f.name: None for f in MANIFEST_SCHEMA}
+    by_key = {it.key: {**blank, "key": it.key, "path": it.path} for it in items}
+    for table in tables:
+        _merge(by_key, table)
+    rows = list(by_key.values())
+    for row in rows:
+        row["kept"] = row["reason"] is None
+    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+
+def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None = None, *,
+           detector: Detector | None = None, embedder: Embedder | None = None, resume: bool = False,
+           detector_batched: bool = False,
+           shards: bool = True, report: bool = True,
+           progress: Callable[[int, int], None] | None = None) -> CurateResult:
+    """Curate `items` into `out`: ``manifest.parquet``, ``shards/*.tar``, ``report/index.html`` and the
+    resumable ``parts/``. Without `resume` an `out` that already holds parts is refused, so two runs
+    never mix by accident."""
+    config = config or CurateConfig()
+    out = Path(out)
+    parts = out / "parts"
+    if parts.exists() and any(parts.iterdir()) and not resume:
+        raise FileExistsError(f"{out} already holds a curation run: pass --resume (resume=True) to continue "
+                              "it, or choose another --out")
+    stages = build_stages(config, detector, embedder, detector_batched)
+    result = CurateResult(out / "manifest.parquet", pa.table({}))
+    tables = run_batch_stages(items, stages, parts, config.engine.batch_size, config.decode.max_pixels, result,
+                              config.engine.work_side, progress)
+    merged = list(tables.values())
+    survivors = _survivors(tables, stages)
+    chain = stage_chain(stages, config.engine.work_side)  # the global stages' inputs come from all of them
+    if config.dedup.enabled and survivors is not None:
+        dd = run_dedup(survivors, config, parts, result, chain)
+        merged.append(dd)
+        survivors = survivors.filter(pc.is_null(dd["reason"]))
+    if config.cluster.enabled and survivors is not None:
+        merged.append(run_cluster(survivors, config, parts, result, chain))
+    result.table = assemble_manifest(items, merged)
+    tmp = out / ".manifest.parquet.tmp"
+    pq.write_table(result.table, tmp)
+    tmp.replace(result.manifest)
+    if shards:
+        from sapiens2.curate.shards import write_shards
+
+        write_shards(items, result.table, out / "shards", config.output, config.decode.max_pixels)
+    if report:
+        from sapiens2.curate.report import write_report
+
+        write_report(items, result, out / "report", config)
+    return result
+
+
+def _survivors(tables: dict[str, pa.Table | None], stages: Sequence[Stage]) -> pa.Table | None:
+    """Rows every batch stage kept (those the last stage kept), with the columns of all stages."""
+    last = tables.get(stages[-1].name)
+    if last is None:
+        return None
+    keys = _kept(last)["key"]
+    columns = {"key": keys}
+    for stage in stages:
+        t = tables[stage.name]
+        rows = t.take(pc.index_in(keys, value_set=t["key"]))
+        columns.update({name: rows[name] for name in stage.fields})
+    return pa.table(columns)

@@ -1,0 +1,60 @@
+import pytest
+
+from sapiens2.curate.config import CurateConfig, DecodeConfig, fingerprint, load_config
+
+
+def test_defaults_are_the_papers_size_rule():
+    assert CurateConfig().decode.min_short_side == 384
+    assert load_config(None) == CurateConfig()
+
+
+def test_toml_overrides_only_what_it_names(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text("[decode]\nmin_short_side = 256\n[dedup]\ncosine_threshold = 1\ndeep = false\n")
+    cfg = load_config(p)
+    assert cfg.decode.min_short_side == 256 and cfg.dedup.cosine_threshold == 1.0 and cfg.dedup.deep is False
+    assert cfg.person == CurateConfig().person
+
+
+@pytest.mark.parametrize("text, words", [
+    ("[decod]\nx = 1\n", "unknown table [decod]"),
+    ("[decode]\nmin_side = 1\n", "unknown key decode.min_side"),
+    ("[decode]\nmin_short_side = 'big'\n", "decode.min_short_side must be a int"),
+    ("[person]\nenabled = 1\n", "person.enabled must be a bool"),
+    ("[cluster]\ntarget = -1\n", "cluster.target must be >= 0"),
+    ("[decode\n", "not valid TOML"),
+])
+def test_bad_config_names_file_and_problem(tmp_path, text, words):
+    p = tmp_path / "c.toml"
+    p.write_text(text)
+    with pytest.raises(ValueError, match=r".*c\.toml.*") as err:
+        load_config(p)
+    assert words in str(err.value)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ValueError, match="cannot read the config"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_fingerprint_follows_settings():
+    assert fingerprint(DecodeConfig()) == fingerprint(DecodeConfig())
+    assert fingerprint(DecodeConfig()) != fingerprint(DecodeConfig(min_short_side=256))
+
+
+def test_readme_states_the_defaults():
+    """Every `[table] key = value` the README's curation section names is the code's default."""
+    import re
+    import tomllib
+
+    from tests.test_readme import section
+
+    text = section("Data curation")
+    defaults = CurateConfig()
+    found = 0
+    for table, body in re.findall(r"`\[(\w+)\] ([^|\n]+?)(?=\s*\||;|\n)", text):
+        for key, value in re.findall(r"(\w+) = ([^`,]+?)`", body):
+            got = getattr(getattr(defaults, table), key)
+            assert tomllib.loads(f"v = {value}")["v"] == got, f"README says [{table}] {key} = {value}, code {got}"
+            found += 1
+    assert found >= 15
