@@ -200,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sapiens2.pretrain.cli import add_pretrain_parser
 
     add_pretrain_parser(sub)
+
+    from sapiens2.export.cli import add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 

@@ -78,11 +78,16 @@ def model_name(task: str, spec: str | os.PathLike | None) -> str:
 
 
 def load_network(task: str, spec: ModelSpec, device: str | torch.device | None = None,
-                 dtype: str | torch.dtype | None = None, allow_pickle: bool = False) -> nn.Module:
-    """The task's network in eval mode; a module is passed through (moved when asked) and checked."""
+                 dtype: str | torch.dtype | None = None, allow_pickle: bool = False,
+                 allow_code: bool = False) -> nn.Module:
+    """The task's network in eval mode; a module is passed through (moved when asked) and checked.
+    An exported `.onnx` file runs on onnxruntime, a `.pt2` program (code: only with `allow_code=True`) on
+    torch.export, both through `sapiens2.export.runtime`."""
     from sapiens2.hub import load
 
-    if isinstance(spec, nn.Module):
+    if isinstance(spec, (str, os.PathLike)) and os.fspath(spec).lower().endswith((".onnx", ".pt2")):
+        net = _load_exported(spec, device, dtype, allow_code)
+    elif isinstance(spec, nn.Module):
         if device is not None or dtype is not None:
             spec = spec.to(device=None if device is None else resolve_device(device),
                            dtype=None if dtype is None else resolve_dtype(dtype))
@@ -97,6 +102,19 @@ def load_network(task: str, spec: ModelSpec, device: str | torch.device | None =
         what = "the given network is" if isinstance(spec, nn.Module) else f"{spec} holds"
         raise ValueError(f"{what} a {found!r} model, not {task!r}")
     return net
+
+
+def _load_exported(path: str | os.PathLike, device: str | torch.device | None, dtype: str | torch.dtype | None,
+                   allow_code: bool) -> nn.Module:
+    from sapiens2.export.runtime import load_exported
+
+    if dtype is not None and resolve_dtype(dtype) != torch.float32:
+        raise ValueError(f"{path}: an exported file takes float32 input and computes in the dtype it was exported "
+                         "with; leave dtype unset (export with --dtype fp16 for half precision)")
+    where = resolve_device(device)
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if where.type == "cuda" else ["CPUExecutionProvider"]
+    net = load_exported(path, allow_code=allow_code, providers=providers)
+    return net.to(where) if os.fspath(path).lower().endswith(".pt2") else net
 
 
 def missing_weights(names: list[str]) -> list[tuple[str, str]]:

@@ -267,6 +267,8 @@ class Pose:
         return self.input_size[1], self.input_size[0]
 
     def _num_keypoints(self) -> int:
+        if getattr(self.network, "num_keypoints", None) is not None:  # an exported network says it
+            return int(self.network.num_keypoints)
         head = getattr(self.network, "decode_head", None) or getattr(self.network, "head", None)
         final = getattr(head, "conv_pose", None) or getattr(head, "final_layer", None)
         if final is None:
