@@ -31,12 +31,14 @@ _DROPPED_NODE_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node"
 
 def export_onnx(network: nn.Module, path: str | os.PathLike, input_size: tuple[int, int], *, dtype: str = "fp32",
                 dynamic_batch: bool = False, opset: int | None = None,
-                keep_fp32: Sequence[str] = DEFAULT_KEEP) -> Path:
+                keep_fp32: Sequence[str] = DEFAULT_KEEP, optimize: bool = True) -> Path:
     """Write `network` as an ONNX file at `path` for `input_size` (H, W) images and return the path.
 
     `dtype`: fp32; fp16 (weights and arithmetic in half precision, float32 at the edges; for GPUs); int8
     (float32 export, then dynamic int8 MatMuls with per-channel weights, for CPUs; layers matching `keep_fp32`
     stay float32). `dynamic_batch`: any batch size, else batch 1. `opset`: the exporter's default when None.
+    `optimize`: onnxscript's graph optimizer (constant folding, fusions); off only to export faster. int8
+    always optimizes: the quantizer needs the weights folded into constants.
     """
     import onnx
 
@@ -44,12 +46,13 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, input_size: tuple[i
     if path.suffix.lower() != ".onnx":
         raise ValueError(f"{path}: an ONNX file name must end in .onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
+    optimize = optimize or dtype == "int8"
     with prepared(network, input_size, dtype, dynamic_batch) as t:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 t.adapter, (t.example,), dynamo=True, input_names=[INPUT_NAME], output_names=t.info.outputs,
-                dynamic_shapes=dynamic_shapes(t), opset_version=opset, optimize=True, verbose=False,
+                dynamic_shapes=dynamic_shapes(t), opset_version=opset, optimize=optimize, verbose=False,
                 report=False, verify=False)
         model = program.model_proto
         info = t.info

@@ -121,6 +121,11 @@ class ProgramNetwork(ExportedNetwork):
         super().__init__(path, ExportInfo.from_json(extra[INFO_FILE]))
         self.program = program.module()
 
+    def train(self, mode: bool = True) -> ProgramNetwork:
+        """A program is frozen in inference form (it refuses train()/eval()); only the flag is kept."""
+        self.training = mode
+        return self
+
     def run_flat(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
         device = next(self.program.parameters(), self.input_marker).device
         return self.program(x.to(device))
