@@ -2,7 +2,9 @@
 
 Only `nn.Linear` layers (the transformer's matmuls, ~all of its FLOPs) are quantized; convolutions, norms and
 the heads stay float32. Weights get one scale per output channel; activations one scale per tensor, computed
-at run time from each input (no calibration data). Layers whose module name matches a `keep` pattern
+at run time from each input (no calibration data). PyTorch's dynamic int8 Linear quantizes activations to 7
+bits, because int8 dot products on plain AVX2 sum pairs in saturating 16-bit lanes; CPUs with VNNI accumulate
+in 32 bits, so there `quantize_int8` uses all 8 bits, which halves the rounding error. Layers whose module name matches a `keep` pattern
 (fnmatch, e.g. `backbone.blocks.*.ffn.w3`) stay float32: `DEFAULT_KEEP` lists the ones measured as
 sensitive (see BENCHMARKS.md, "int8"), and `layer_sensitivity` measures them for any network.
 """
@@ -37,10 +39,33 @@ def linear_names(network: nn.Module, keep: Iterable[str] = ()) -> list[str]:
     return [n for n, m in network.named_modules() if isinstance(m, nn.Linear) and not kept(n, keep)]
 
 
-def quantize_int8(network: nn.Module, keep: Sequence[str] = DEFAULT_KEEP) -> nn.Module:
+def has_vnni() -> bool:
+    """Whether this CPU has VNNI int8 dot products (32-bit accumulation, no 16-bit saturation)."""
+    check = getattr(torch.cpu, "_is_vnni_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
+def _full_range_linear() -> type[nn.Module]:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    class FullRangeDynamicLinear(DynamicLinear):
+        """PyTorch's dynamic int8 Linear with 8-bit (not 7-bit) activations: for VNNI CPUs only."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.ops.quantized.linear_dynamic(x, self._packed_params._packed_params, reduce_range=False)
+            return y.to(x.dtype)
+
+    return FullRangeDynamicLinear
+
+
+def quantize_int8(network: nn.Module, keep: Sequence[str] = DEFAULT_KEEP, full_range: bool | None = None) -> nn.Module:
     """A CPU float32 copy of `network` whose Linear layers (but those matching `keep`) run dynamic int8
-    with per-channel weight scales (PyTorch's fbgemm/x86 kernels). The copy keeps `task` and the other
-    attributes the predictors read."""
+    with per-channel weight scales (PyTorch's fbgemm/x86 kernels). `full_range`: 8-bit activations (default:
+    when the CPU has VNNI; forcing it on a CPU without VNNI risks saturated sums). The copy keeps `task` and
+    the other attributes the predictors read."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     if torch.backends.quantized.engine not in ("x86", "fbgemm", "onednn"):
@@ -53,7 +78,8 @@ def quantize_int8(network: nn.Module, keep: Sequence[str] = DEFAULT_KEEP) -> nn.
         # torch.ao's eager quantization is deprecated in favour of torchao, whose CPU int8 kernels need
         # torch.compile to be fast; the eager fbgemm kernels here are the fast CPU path today.
         warnings.simplefilter("ignore")
-        return quantize_dynamic(net, {n: per_channel_dynamic_qconfig for n in names}, inplace=True)
+        mapping = {nn.Linear: _full_range_linear()} if (has_vnni() if full_range is None else full_range) else None
+        return quantize_dynamic(net, {n: per_channel_dynamic_qconfig for n in names}, inplace=True, mapping=mapping)
 
 
 def relative_error(ref: torch.Tensor, out: torch.Tensor) -> float:
@@ -83,15 +109,34 @@ def layer_sensitivity(network: nn.Module, example: torch.Tensor,
 def quantize_onnx_int8(source: str | Path, target: str | Path, keep: Sequence[str] = DEFAULT_KEEP,
                        large: bool = False) -> Path:
     """An int8 copy of a float32 ONNX file: MatMuls with constant weights become dynamic int8 (per-channel
-    weight scales), but those the exporter recorded as coming from a module matching `keep`."""
+    weight scales), but those the exporter recorded as coming from a module matching `keep`. The sapiens2
+    metadata is carried over (its dtype set to int8)."""
+    import json
+    import logging
+
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from sapiens2.export.onnx_export import METADATA_KEY
+
     model = onnx.load(str(source), load_external_data=False)
     exclude = [node.name for node in model.graph.node if node.op_type == "MatMul" and kept(module_of(node), keep)]
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude, use_external_data_format=large,
-                     extra_options={"MatMulConstBOnly": True})
+    props = {p.key: p.value for p in model.metadata_props}
+    del model
+    quiet = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer logs a pre-processing hint at WARNING
+    try:
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=["MatMul"], nodes_to_exclude=exclude, use_external_data_format=large,
+                         extra_options={"MatMulConstBOnly": True})
+    finally:
+        logging.getLogger().setLevel(quiet)
+    if METADATA_KEY in props:
+        info = json.loads(props[METADATA_KEY])
+        info["dtype"] = "int8"
+        quantized = onnx.load(str(target), load_external_data=False)
+        onnx.helper.set_model_props(quantized, {**props, METADATA_KEY: json.dumps(info, sort_keys=True)})
+        onnx.save(quantized, str(target))
     return Path(target)
 
 

@@ -73,9 +73,6 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, input_size: tuple[i
         fp32 = Path(tmp) / "fp32.onnx"
         _save(model, fp32, large)
         quantize_onnx_int8(fp32, path, keep_fp32, large)
-    quantized = onnx.load(str(path), load_external_data=False)
-    onnx.helper.set_model_props(quantized, {METADATA_KEY: info.to_json()})
-    onnx.save(quantized, str(path))
     return path
 
 

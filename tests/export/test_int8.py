@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sapiens2.export import DEFAULT_KEEP, layer_sensitivity, load_exported, quantize_int8
-from sapiens2.export.int8 import kept, relative_error
+from sapiens2.export.int8 import has_vnni, kept, relative_error
 from tests.export.conftest import input_size, tiny_network
 
 pytestmark = pytest.mark.skipif(torch.backends.quantized.engine not in ("x86", "fbgemm", "onednn"),
@@ -17,7 +17,9 @@ INT8_REL = 0.1  # relative L2 bound of the tiny random networks' int8 outputs (s
 
 
 def _dynamic_int8_layers(net: nn.Module) -> set[str]:
-    return {n for n, m in net.named_modules() if type(m).__module__.startswith("torch.ao.nn.quantized.dynamic")}
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    return {n for n, m in net.named_modules() if isinstance(m, DynamicLinear)}
 
 
 def test_int8_quantizes_the_linear_layers_but_the_kept_ones():
@@ -38,6 +40,18 @@ def test_int8_outputs_stay_close_and_per_channel():
         assert relative_error(net(x), q(x)) < INT8_REL
     weight = q.backbone.blocks[0].attn.wq.weight()
     assert weight.qscheme() == torch.per_channel_affine and weight.dtype == torch.qint8
+
+
+def test_full_range_activations_halve_the_error_where_they_are_safe():
+    net, x = tiny_network("pretrain"), torch.randn(1, 3, 64, 48)
+    seven, eight = quantize_int8(net, keep=(), full_range=False), quantize_int8(net, keep=(), full_range=True)
+    assert type(seven.blocks[0].ffn.w12).__module__.startswith("torch.ao.nn.quantized.dynamic")
+    assert type(eight.blocks[0].ffn.w12).__name__ == "FullRangeDynamicLinear"
+    with torch.no_grad():
+        ref = net(x)
+        assert relative_error(ref, eight(x)) < 0.8 * relative_error(ref, seven(x))
+    auto = quantize_int8(net, keep=())
+    assert (type(auto.blocks[0].ffn.w12).__name__ == "FullRangeDynamicLinear") == has_vnni()
 
 
 def test_keeping_everything_is_an_error():
