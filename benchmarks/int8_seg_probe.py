@@ -6,7 +6,8 @@ noise), fine-tunes a small Sapiens2 seg model on it with the project's own train
 held-out images through `Segmenter` with the network in fp32 PyTorch, int8 PyTorch, fp32 ONNX Runtime and
 int8 ONNX Runtime, and reports mIoU (`sapiens2.metrics.segmentation`) for each. CPU-cheap: minutes.
 
-    python benchmarks/int8_seg_probe.py --iters 300
+    python benchmarks/int8_seg_probe.py --iters 300 --save seg_shapes.safetensors
+    python benchmarks/int8_seg_probe.py --load seg_shapes.safetensors     # score a saved model again
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from common import machine, print_table  # noqa: E402
 from sapiens2.export import DEFAULT_KEEP, export_onnx, load_exported, quantize_int8  # noqa: E402
 from sapiens2.export.int8 import quantize_onnx_int8  # noqa: E402
 from sapiens2.metrics.segmentation import SegmentationMetrics  # noqa: E402
+from sapiens2.models import BackboneConfig, SegHeadConfig, build_model  # noqa: E402
 from sapiens2.tasks.seg import Segmenter  # noqa: E402
 from sapiens2.train.config import config_from_dict  # noqa: E402
 from sapiens2.train.loop import Trainer  # noqa: E402
@@ -64,12 +66,21 @@ def make_shapes(root: Path, n: int, seed: int) -> Path:
     return root
 
 
+BACKBONE = {"embed_dim": 128, "depth": 4, "num_heads": 4, "n_storage_tokens": 2, "full_attention_first": 1,
+            "full_attention_last": 1}
+HEAD = {"deconv_channels": [32, 32, 32, 32], "conv_channels": [32], "conv_kernels": [1]}
+
+
+def network() -> torch.nn.Module:
+    """The probe's architecture, as the training config below builds it."""
+    head = SegHeadConfig(BACKBONE["embed_dim"], **{k: tuple(v) for k, v in HEAD.items()}, num_classes=CLASSES)
+    return build_model(BackboneConfig(**BACKBONE), "seg", head).eval()
+
+
 def config(train: Path, work: Path, iters: int) -> dict:
     return {
         "task": "seg",
-        "model": {"backbone": {"embed_dim": 128, "depth": 4, "num_heads": 4, "n_storage_tokens": 2,
-                               "full_attention_first": 1, "full_attention_last": 1},
-                  "head": {"deconv_channels": [32, 32, 32, 32], "conv_channels": [32], "conv_kernels": [1]}},
+        "model": {"backbone": BACKBONE, "head": HEAD},
         "data": {"input_size": list(SIZE), "num_workers": 0, "num_classes": CLASSES, "augment": False,
                  "train": [{"root": str(train), "images": "images", "labels": "labels"}]},
         "train": {"work_dir": str(work), "num_iters": iters, "batch_size": 8, "precision": "fp32",
@@ -96,18 +107,28 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--train-images", type=int, default=400)
     ap.add_argument("--val-images", type=int, default=64)
+    ap.add_argument("--save", help="write the fine-tuned weights here (.safetensors)")
+    ap.add_argument("--load", help="score these fine-tuned weights instead of training")
     args = ap.parse_args()
+    from safetensors.torch import load_file, save_file
+
     print(f"# {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         train = make_shapes(tmp / "train", args.train_images, seed=0)
         val = make_shapes(tmp / "val", args.val_images, seed=1)
-        start = time.perf_counter()
-        trainer = Trainer(config_from_dict(config(train, tmp / "work", args.iters)), device="cpu", progress=False)
-        trainer.fit()
-        print(f"# fine-tuned {args.iters} steps of batch 8 in {time.perf_counter() - start:.0f} s; "
-              f"final loss {trainer.history[-1].get('loss', float('nan')):.3f}", flush=True)
-        net = trainer.net.eval()
+        if args.load:
+            net = network()
+            net.load_state_dict(load_file(args.load))
+        else:
+            start = time.perf_counter()
+            trainer = Trainer(config_from_dict(config(train, tmp / "work", args.iters)), device="cpu", progress=False)
+            trainer.fit()
+            print(f"# fine-tuned {args.iters} steps of batch 8 in {time.perf_counter() - start:.0f} s; "
+                  f"final loss {trainer.history[-1].get('loss', float('nan')):.3f}", flush=True)
+            net = trainer.net.eval()
+            if args.save:
+                save_file({k: v.contiguous() for k, v in net.state_dict().items()}, args.save)
         net.task = "seg"
         rows = []
         base, _ = miou(net, val)
