@@ -10,6 +10,7 @@ the rows are fp32 / bf16 / fp16 PyTorch, eager and torch.compile, with % of the 
     python benchmarks/bench_export.py --arch 0.4b --size 1024x768
     python benchmarks/bench_export.py --arch 0.1b --size 1024x768 --repeats 3
     python benchmarks/bench_export.py --arch 0.4b --device cuda
+    python benchmarks/bench_export.py --arch 0.4b --quick   # one timed run per row, default fp32 layers only
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ from sapiens2.export.int8 import quantize_onnx_int8, relative_error  # noqa: E40
 from sapiens2.models import ARCHS, build_model  # noqa: E402
 
 
-def cpu_rows(net: torch.nn.Module, x: torch.Tensor, repeats: int, flops: float, peak: float) -> list[list]:
+def cpu_rows(net: torch.nn.Module, x: torch.Tensor, repeats: int, flops: float, peak: float,
+             quick: bool = False) -> list[list]:
     rows: list[list] = []
+    variants = (DEFAULT_KEEP,) if quick else ((), DEFAULT_KEEP)
+    timed = once if quick else measured
     base, ref = timed(lambda: _run(net, x), repeats)
 
     def row(runtime: str, dtype: str, keep: str, measured: tuple[float, torch.Tensor] | None) -> None:
@@ -43,7 +47,7 @@ def cpu_rows(net: torch.nn.Module, x: torch.Tensor, repeats: int, flops: float, 
         print(rows[-1], flush=True)
 
     row("PyTorch", "fp32", "-", None)
-    for keep in ((), DEFAULT_KEEP):
+    for keep in variants:
         q = quantize_int8(net, keep=keep)
         row("PyTorch", "int8 dynamic", ", ".join(keep) or "none", timed(lambda: _run(q, x), repeats))
         del q
@@ -55,7 +59,7 @@ def cpu_rows(net: torch.nn.Module, x: torch.Tensor, repeats: int, flops: float, 
         ort = load_exported(fp32, providers=["CPUExecutionProvider"], threads=threads)
         row("ONNX Runtime", "fp32", "-", timed(lambda: _run(ort, x), repeats))
         del ort
-        for keep in ((), DEFAULT_KEEP):
+        for keep in variants:
             path = quantize_onnx_int8(fp32, Path(tmp) / f"int8_{len(keep)}.onnx", keep)
             ort = load_exported(path, providers=["CPUExecutionProvider"], threads=threads)
             row("ONNX Runtime", "int8 dynamic", ", ".join(keep) or "none", timed(lambda: _run(ort, x), repeats))
@@ -63,10 +67,17 @@ def cpu_rows(net: torch.nn.Module, x: torch.Tensor, repeats: int, flops: float, 
     return rows
 
 
-def timed(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
+def measured(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
     """(best wall time of `repeats` runs, the output of the untimed warm-up run)."""
     out = fn()
     return best_time(fn, repeats, warmup=0), out
+
+
+def once(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:
+    """(wall time of one cold run, its output): for networks whose forward takes minutes here."""
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
 
 
 def _run(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -122,6 +133,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--quick", action="store_true", help="one cold timed run per row; default fp32 layers only")
     args = ap.parse_args()
     torch.manual_seed(0)
     net = build_model(args.arch, "pretrain").eval()
@@ -135,7 +147,7 @@ def main() -> None:
         return
     peak = matmul_peak_gflops()
     print(f"# fp32 matmul peak (4096^3, this run): {peak:.0f} GFLOP/s", flush=True)
-    rows = cpu_rows(net, x, args.repeats, flops, peak)
+    rows = cpu_rows(net, x, args.repeats, flops, peak, args.quick)
     print_table(["runtime", "dtype", "fp32 layers", "time s", "speed-up", "rel. error", "GFLOP/s (% fp32 peak)"], rows)
 
 
