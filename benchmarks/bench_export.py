@@ -11,6 +11,7 @@ the rows are fp32 / bf16 / fp16 PyTorch, eager and torch.compile, with % of the 
     python benchmarks/bench_export.py --arch 0.1b --size 1024x768 --repeats 3
     python benchmarks/bench_export.py --arch 0.4b --device cuda
     python benchmarks/bench_export.py --arch 0.4b --quick   # one timed run per row, default fp32 layers only
+    python benchmarks/bench_export.py --arch 0.1b --size 512x384 --sensitivity   # which Linear kinds int8 hurts
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import backbone_flops, best_time, hw, machine, matmul_peak_gflops, print_table  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 
-from sapiens2.export import DEFAULT_KEEP, export_onnx, load_exported, quantize_int8  # noqa: E402
+from sapiens2.export import DEFAULT_KEEP, export_onnx, layer_sensitivity, load_exported, quantize_int8  # noqa: E402
 from sapiens2.export.int8 import quantize_onnx_int8, relative_error  # noqa: E402
 from sapiens2.models import ARCHS, build_model  # noqa: E402
 
@@ -134,6 +135,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--quick", action="store_true", help="one cold timed run per row; default fp32 layers only")
+    ap.add_argument("--sensitivity", action="store_true",
+                    help="only the relative error of quantizing each kind of Linear layer alone")
     args = ap.parse_args()
     torch.manual_seed(0)
     net = build_model(args.arch, "pretrain").eval()
@@ -144,6 +147,11 @@ def main() -> None:
     if args.device == "cuda":
         rows = cuda_rows(net, x, args.repeats, flops)
         print_table(["runtime", "dtype", "mode", "time", "images/s", "rel. error", "% bf16 peak"], rows)
+        return
+    if args.sensitivity:
+        errors = layer_sensitivity(net, x)
+        print_table(["int8 Linear layers (the rest fp32)", "rel. error"],
+                    [[k, f"{100 * v:.2f} %"] for k, v in errors.items()])
         return
     peak = matmul_peak_gflops()
     print(f"# fp32 matmul peak (4096^3, this run): {peak:.0f} GFLOP/s", flush=True)
