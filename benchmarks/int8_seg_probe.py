@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table  # noqa: E402
 
+from sapiens2.body_parts import SegClasses  # noqa: E402
 from sapiens2.export import DEFAULT_KEEP, export_onnx, load_exported, quantize_int8  # noqa: E402
 from sapiens2.export.int8 import quantize_onnx_int8  # noqa: E402
 from sapiens2.metrics.segmentation import SegmentationMetrics  # noqa: E402
@@ -35,6 +36,8 @@ from sapiens2.train.loop import Trainer  # noqa: E402
 
 SIZE = (128, 96)  # H, W: an 8 x 6 patch grid
 CLASSES = 4  # background, disc, box, triangle
+SHAPE_CLASSES = SegClasses(("background", "disc", "box", "triangle"),
+                           np.array([[0, 0, 0], [230, 60, 60], [60, 200, 60], [60, 90, 230]], np.uint8))
 
 
 def make_shapes(root: Path, n: int, seed: int) -> Path:
@@ -91,7 +94,7 @@ def config(train: Path, work: Path, iters: int) -> dict:
 
 def miou(net: torch.nn.Module | str, val: Path) -> tuple[float, float]:
     """mIoU (points) over the held-out images through `Segmenter`, and seconds per image."""
-    seg = Segmenter(net, input_size=SIZE, batch_size=8)
+    seg = Segmenter(net, input_size=SIZE, batch_size=8, classes=SHAPE_CLASSES)
     images = sorted((val / "images").glob("*.png"))
     metrics = SegmentationMetrics(CLASSES)
     start = time.perf_counter()
@@ -99,7 +102,7 @@ def miou(net: torch.nn.Module | str, val: Path) -> tuple[float, float]:
     seconds = (time.perf_counter() - start) / len(images)
     for path, result in zip(images, results):
         metrics.update(result.labels, cv2.imread(str(val / "labels" / path.name), cv2.IMREAD_UNCHANGED))
-    return 100 * metrics.compute()["mIoU"], seconds
+    return metrics.compute()["mIoU"], seconds  # already in points
 
 
 def main() -> None:
