@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, print_table  # noqa: E402
 
 from sapiens2.body_parts import SegClasses  # noqa: E402
-from sapiens2.export import DEFAULT_KEEP, export_onnx, load_exported, quantize_int8  # noqa: E402
+from sapiens2.export import DEFAULT_KEEP, export_onnx, quantize_int8  # noqa: E402
 from sapiens2.export.int8 import quantize_onnx_int8  # noqa: E402
 from sapiens2.metrics.segmentation import SegmentationMetrics  # noqa: E402
 from sapiens2.models import BackboneConfig, SegHeadConfig, build_model  # noqa: E402

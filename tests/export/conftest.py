@@ -13,7 +13,7 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
 from sapiens2.detect.rtmdet import RTMDet, RTMDetConfig  # noqa: E402
-from sapiens2.models import BackboneConfig, PoseHeadConfig, build_model  # noqa: E402
+from sapiens2.models import PoseHeadConfig, build_model  # noqa: E402
 from tests.tasks._dense_tiny import POINTMAP_INPUT, SMALL_INPUT, TINY, tiny_model  # noqa: E402
 
 DETECTOR_INPUT = (64, 64)

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
 
 from sapiens2.detect import PersonDetector
 from sapiens2.detect.pipeline import SAPIENS2_SETTINGS
