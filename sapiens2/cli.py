@@ -220,6 +220,10 @@ def build_parser() -> argparse.ArgumentParser:
     from sapiens2.curate.cli import add_curate_parser
 
     add_curate_parser(sub)
+
+    from sapiens2.export.cli import add_export_parser
+
+    add_export_parser(sub)
     return parser
 
 

@@ -23,6 +23,7 @@ LAYERS = {
     "safe_pickle": 1, "nn": 1, "io": 1, "keypoints": 1, "track": 1,
     "models": 2, "vis": 2, "metrics": 2, "weights": 2, "fetch": 2, "training": 2,
     "hub": 3, "detect": 3,
+    "export": 3.5,  # loads what it exports through hub/detect; tasks load exported files through it
     "tasks": 4, "train": 4,
     "pretrain": 5,
     "runner": 6,

@@ -26,7 +26,7 @@ from torch import nn
 
 from sapiens2.io.images import ImageLike, as_image
 from sapiens2.io.writers import write_image
-from sapiens2.models.sapiens1 import Sapiens1Backbone, trained_input_size
+from sapiens2.models.sapiens1 import Sapiens1Backbone
 from sapiens2.tasks import models
 from sapiens2.tasks.masks import foreground_mask
 from sapiens2.tasks.outputs import FILES, file_suffixes, output_path
@@ -153,7 +153,7 @@ class DensePredictor(Generic[R]):
         self.dtype = param.dtype if param is not None and param.is_floating_point() else models.resolve_dtype(dtype)
         self.batch_size = int(batch_size)
         # (H, W) the network is fed; by default a v1 model's training size (1024 x 768 for the released ones)
-        self.input_size: tuple[int, int] = tuple(input_size or trained_input_size(self.network) or DENSE_INPUT)
+        self.input_size: tuple[int, int] = tuple(input_size or models.network_input_size(self.network) or DENSE_INPUT)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(input {self.input_size[0]}x{self.input_size[1]}, device={self.device}, "

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from sapiens2.fetch import CheckpointNotFoundError, missing_report
+from sapiens2.models.sapiens1 import trained_input_size
 from sapiens2.task_table import TASKS
 from sapiens2.zoo import MODELS
 
@@ -84,10 +85,14 @@ def load_network(task: str, spec: ModelSpec, device: str | torch.device | None =
                  allow_code: bool = False) -> nn.Module:
     """The task's network in eval mode; a module is passed through (moved when asked) and checked.
     `allow_pickle` reads .pth weights (restricted, no code); `allow_code` runs TorchScript / torch.export
-    programs, which carry code (see the README's "What loading trusts")."""
+    programs, which carry code (see the README's "What loading trusts"). An exported `.onnx` file runs on
+    onnxruntime, a `.pt2` program (only with `allow_code=True`) on torch.export, both through
+    `sapiens2.export.runtime`."""
     from sapiens2.hub import load
 
-    if isinstance(spec, nn.Module):
+    if isinstance(spec, (str, os.PathLike)) and os.fspath(spec).lower().endswith((".onnx", ".pt2")):
+        net = _load_exported(spec, device, dtype, allow_code)
+    elif isinstance(spec, nn.Module):
         if device is not None or dtype is not None:
             spec = spec.to(device=None if device is None else resolve_device(device),
                            dtype=None if dtype is None else resolve_dtype(dtype))
@@ -103,6 +108,28 @@ def load_network(task: str, spec: ModelSpec, device: str | torch.device | None =
         what = "the given network is" if isinstance(spec, nn.Module) else f"{spec} holds"
         raise ValueError(f"{what} a {found!r} model, not {task!r}")
     return net
+
+
+def _load_exported(path: str | os.PathLike, device: str | torch.device | None, dtype: str | torch.dtype | None,
+                   allow_code: bool) -> nn.Module:
+    from sapiens2.export.runtime import load_exported
+
+    if dtype is not None and resolve_dtype(dtype) != torch.float32:
+        raise ValueError(f"{path}: an exported file takes float32 input and computes in the dtype it was exported "
+                         "with; leave dtype unset (export with --dtype fp16 for half precision)")
+    where = resolve_device(device)
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if where.type == "cuda" else ["CPUExecutionProvider"]
+    net = load_exported(path, allow_code=allow_code, providers=providers)
+    return net.to(where) if os.fspath(path).lower().endswith(".pt2") else net
+
+
+def network_input_size(network: nn.Module) -> tuple[int, int] | None:
+    """The (height, width) a network must be fed, when it says: an exported file's fixed input, or the grid a
+    Sapiens v1 model's positions were trained for. None: any size the caller chooses."""
+    fixed = getattr(network, "input_size", None)
+    if fixed is not None:
+        return tuple(fixed)
+    return trained_input_size(network)
 
 
 def missing_weights(names: list[str]) -> list[CheckpointNotFoundError]:

@@ -27,7 +27,6 @@ from sapiens2.io.images import ImageLike, as_image
 from sapiens2.io.writers import write_json, write_npz
 from sapiens2.keypoints.convert import ConvertedKeypoints, convert_keypoints, format_name, keypoint_mapping
 from sapiens2.keypoints.metadata import KeypointSet, keypoint_set_for
-from sapiens2.models.sapiens1 import trained_input_size
 from sapiens2.tasks import models
 from sapiens2.tasks.base import Result, Writer, as_list, check_input_size
 from sapiens2.tasks.given_boxes import read_coco_detections
@@ -248,7 +247,7 @@ class Pose:
         input_size = check_input_size(input_size, multiple=4)  # the heatmap stride
         self.device = models.resolve_device(device)
         self.network: nn.Module = models.load_network("pose", model, self.device, dtype, allow_pickle, allow_code)
-        h, w = input_size or trained_input_size(self.network) or INPUT_SIZE
+        h, w = input_size or models.network_input_size(self.network) or INPUT_SIZE
         self.input_size: tuple[int, int] = (int(h), int(w))
         self.dtype = next(self.network.parameters()).dtype
         self.keypoint_set = keypoint_set_for(self._num_keypoints())
@@ -263,6 +262,8 @@ class Pose:
         self._detector_lock = threading.Lock()
 
     def _num_keypoints(self) -> int:
+        if getattr(self.network, "num_keypoints", None) is not None:  # an exported network says it
+            return int(self.network.num_keypoints)
         head = getattr(self.network, "decode_head", None) or getattr(self.network, "head", None)
         final = getattr(head, "conv_pose", None) or getattr(head, "final_layer", None)
         if final is None:
