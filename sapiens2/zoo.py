@@ -14,10 +14,13 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
+from sapiens2.task_table import TASKS
+
 HUB_OWNER = "facebook"
 DENSE_INPUT = (1024, 768)  # H, W of every task model
 SIZES = ("0.4b", "0.8b", "1b", "5b")
-TASK_NAMES = ("pose", "seg", "normal", "pointmap", "albedo")
+#: The Sapiens2 tasks released at every size (matting came at 1b only; depth is Sapiens v1's).
+TASK_NAMES = tuple(t for t, info in TASKS.items() if 2 in info.generations and t != "matting")
 _SUFFIXES = (".safetensors", ".pth", ".bin", ".pt", ".pt2")
 
 #: What each kind of file is. `pth` is a pickle (read weights-only with the pickle opt-in); `torchscript`

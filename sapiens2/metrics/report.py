@@ -44,9 +44,8 @@ from .readers import (
     read_mask,
 )
 from .segmentation import SegmentationMetrics
+from ..task_table import task_name
 
-TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting", "depth")
-_ALIASES = {"segmentation": "seg", "normals": "normal", "pointmaps": "pointmap", "alpha": "matting"}
 # Array keys tried in .npz files, and the GT sub-folder name of the reference dataset layout.
 _MAP_KEYS = {
     "normal": ("normal", "normals"),
@@ -76,9 +75,7 @@ def evaluate(task: str, pred: str | Path, gt: str | Path, **options: object) -> 
     depth `mask` (folder) and `align` ("median", "scale_shift", "none").
     Options set to None are treated as not given.
     """
-    task = _ALIASES.get(task, task)
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    task = task_name(task)
     pred, gt = Path(pred), Path(gt)
     options = {k: v for k, v in options.items() if v is not None}  # a CLI can pass unset flags as None
     unknown = set(options) - _OPTIONS[task]

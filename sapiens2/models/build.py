@@ -7,6 +7,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
+from sapiens2.task_table import TASKS as TASK_TABLE
 from sapiens2.models.backbone import ARCHS, BackboneConfig, Sapiens2Backbone
 from sapiens2.models.heads import (
     AlbedoHead,
@@ -21,7 +22,7 @@ from sapiens2.models.heads import (
     SegHeadConfig,
 )
 
-TASKS = ("pose", "seg", "normal", "pointmap", "albedo", "matting")
+TASKS = tuple(t for t, info in TASK_TABLE.items() if 2 in info.generations)  # the Sapiens2 heads
 MATTING_CHANNELS = 4  # foreground R, G, B (premultiplied by alpha) and alpha
 HeadConfig = PoseHeadConfig | SegHeadConfig | DenseHeadConfig | PointmapHeadConfig
 

@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from sapiens2.task_table import TASKS
 from sapiens2.models.heads import _conv_units, _deconv_units
 
-V1_TASKS = ("pose", "seg", "depth", "normal")
+V1_TASKS = tuple(t for t, info in TASKS.items() if 1 in info.generations)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from tests.runner.conftest import DENSE_SIZE, cli, photo, write_photo
 
 DENSE_HW = tuple(int(v) for v in DENSE_SIZE.split("x"))
 DENSE_ARRAYS = {"seg": ("_seg.npy", "labels"), "normal": ("_normal.npy", "normals"), "albedo": ("_albedo.npy", "albedo"),
-                "pointmap": ("_points.npy", "points"), "depth": ("_reldepth.npy", "depth")}
+                "pointmap": ("_points.npy", "points"), "depth": ("_reldepth.npy", "depth"),
+                "matting": ("_matting.npz", "alpha")}
 
 
 @pytest.mark.parametrize("task", sorted(DENSE_ARRAYS))
@@ -29,6 +30,7 @@ def test_dense_cli_and_api_give_identical_arrays(tmp_path, checkpoints, task):
     suffix, field = DENSE_ARRAYS[task]
     for path, result in zip(photos, predictor([str(p) for p in photos])):
         saved = np.load(out / f"{path.stem}{suffix}")
+        saved = saved[field] if suffix.endswith(".npz") else saved
         np.testing.assert_array_equal(saved, getattr(result, field).astype(saved.dtype))
 
 
