@@ -17,13 +17,7 @@ from fuzz.targets import TARGETS, Target
 ROOT = Path(__file__).resolve().parents[1]
 
 
-# read_coco_detections and the COCO keypoint readers are being hardened separately (issue 14, item 6):
-# longer runs still find raw TypeError / OverflowError / RecursionError there. Drop the mark once they are.
-_PENDING = pytest.mark.xfail(reason="raw errors on malformed JSON until the readers' hardening lands", strict=False)
-
-
-@pytest.mark.parametrize("name", ["images", "checkpoint", pytest.param("detections", marks=_PENDING),
-                                  pytest.param("coco", marks=_PENDING)])
+@pytest.mark.parametrize("name", ["images", "checkpoint", "detections", "coco"])
 def test_a_short_run_of_each_target_crashes_nothing(name, tmp_path):
     report = fuzz_random(TARGETS[name], runs=300, seconds=None, seed=0, crash_dir=tmp_path)
     assert report.execs == 300 and report.clean > 0 and report.accepted > 0

@@ -84,8 +84,8 @@ def _keypoint_array(records: list[dict], field: str, path: Path, what: str) -> n
     k = lengths.pop() // 3 if lengths else 0
     try:
         return np.asarray([r[field] for r in records], dtype=np.float64).reshape(len(records), k, 3)
-    except (TypeError, ValueError):
-        raise MetricsInputError(f"{path}: non-numeric values in '{field}'") from None
+    except (TypeError, ValueError, OverflowError):
+        raise MetricsInputError(f"{path}: non-numeric (or out-of-range) values in '{field}'") from None
 
 
 def _objects(data: dict, key: str, path: Path, required: bool) -> list[dict]:

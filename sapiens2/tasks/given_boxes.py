@@ -28,10 +28,19 @@ _ENTRY_KEYS = ("annotations", "detections", "results")
 _MAX_BYTES = 1 << 30
 
 
+_LARGEST = float(np.finfo(np.float32).max)
+
+
 def _number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
+    """A JSON number that fits the float32 boxes are kept in; anything else is a ValueError naming `what`."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    try:
+        number = float(value) if ok else math.nan
+    except OverflowError:  # an integer with hundreds of digits
+        number = math.nan
+    if not math.isfinite(number) or abs(number) > _LARGEST:
+        raise ValueError(f"{what} must be a finite number, got {str(value)[:40]!r}")
+    return number
 
 
 def _image_table(images: Any, path: Path) -> dict[Any, str]:

@@ -227,3 +227,15 @@ def test_names_that_are_not_utf8_keep_their_results_and_errors(tmp_path, stand_i
     (record_path,) = out.glob("*_pose.json")
     record = json.loads(record_path.read_text(encoding="utf-8"))
     assert os.fsencode(record["image"]) == os.fsencode(good)
+
+
+def test_numbers_too_large_for_a_box_are_refused_by_name(tmp_path):
+    from sapiens2.tasks.given_boxes import read_coco_detections
+
+    path = tmp_path / "d.json"
+    path.write_text('[{"file_name": "a.png", "bbox": [1, 1, 1' + "0" * 400 + ', 5]}]')
+    with pytest.raises(ValueError, match="bbox values must be a finite number"):
+        read_coco_detections(path)
+    path.write_text('[{"file_name": "a.png", "bbox": [1, 1, 1e39, 5]}]')
+    with pytest.raises(ValueError, match="bbox values must be a finite number"):
+        read_coco_detections(path)
