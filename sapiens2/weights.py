@@ -83,9 +83,10 @@ def read_state_dict(path: str | os.PathLike, *, allow_pickle: bool = False,
     return dict(open_weights(path, allow_pickle=allow_pickle, allow_code=allow_code).tensors())
 
 
-def load_program(path: str | os.PathLike, *, allow_code: bool,
-                 device: str | torch.device | None = None) -> nn.Module:
-    """The module of a TorchScript or torch.export archive. Its code runs: only with `allow_code=True`."""
+def load_program(path: str | os.PathLike, *, allow_code: bool, device: str | torch.device | None = None,
+                 extra_files: dict[str, str] | None = None) -> nn.Module:
+    """The module of a TorchScript or torch.export archive. Its code runs: only with `allow_code=True`.
+    `extra_files` (torch.export): names to read from the archive, filled in place."""
     path = Path(path)
     kind = detect_format(path)
     if kind not in PROGRAMS:
@@ -95,7 +96,7 @@ def load_program(path: str | os.PathLike, *, allow_code: bool,
     try:
         if kind == TORCHSCRIPT:
             return torch.jit.load(str(path), map_location=device or "cpu")
-        module = torch.export.load(str(path)).module()
+        module = torch.export.load(str(path), extra_files=extra_files).module()
     except Exception as e:  # noqa: BLE001 - the caller trusted this file; say it failed, in one line
         raise CorruptCheckpointError(path, f"the {kind} could not be loaded: {type(e).__name__}: "
                                      f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None

@@ -19,7 +19,7 @@ ROOT = Path(sapiens2.__file__).parent
 #: inside its own package. Equal layers of different packages may not import each other.
 LAYERS = {
     "__init__": 0,  # the package's lazy facade: it imports nothing until a name is asked for
-    "task_table": 0, "zoo": 0, "body_parts": 0, "checkpoint": 0, "data": 0, "option_types": 0,
+    "task_table": 0, "zoo": 0.5, "body_parts": 0, "checkpoint": 0, "data": 0, "option_types": 0,
     "safe_pickle": 1, "nn": 1, "io": 1, "keypoints": 1, "track": 1,
     "models": 2, "vis": 2, "metrics": 2, "weights": 2, "fetch": 2, "training": 2,
     "hub": 3, "detect": 3,

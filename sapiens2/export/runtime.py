@@ -21,6 +21,7 @@ from torch import nn
 from sapiens2.checkpoint import CheckpointError, UnsafeCheckpointError
 from sapiens2.export.adapter import ExportInfo, unflatten
 from sapiens2.export.program import INFO_FILE
+from sapiens2.weights import load_program
 
 __all__ = ["ExportedNetwork", "OnnxNetwork", "ProgramNetwork", "load_exported"]
 
@@ -111,7 +112,9 @@ class ProgramNetwork(ExportedNetwork):
                 "export ONNX instead, which needs no such trust")
         extra = {INFO_FILE: ""}
         try:
-            program = torch.export.load(str(path), extra_files=extra)
+            module = load_program(path, allow_code=True, extra_files=extra)  # the one place programs are run
+        except CheckpointError:
+            raise
         except Exception as e:  # a corrupt zip, another format, a version mismatch: one clear error
             raise CheckpointError(path, f"not a readable torch.export program ({type(e).__name__}: {e})") from e
         if not extra[INFO_FILE]:
@@ -119,7 +122,7 @@ class ProgramNetwork(ExportedNetwork):
                                   "`sapiens2 export` (Sapiens v1 lite archives load with sapiens2.load(..., "
                                   "allow_code=True))")
         super().__init__(path, ExportInfo.from_json(extra[INFO_FILE]))
-        self.program = program.module()
+        self.program = module
 
     def train(self, mode: bool = True) -> ProgramNetwork:
         """A program is frozen in inference form (it refuses train()/eval()); only the flag is kept."""
