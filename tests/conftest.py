@@ -68,3 +68,14 @@ def official_layout(shared: Path, stem: str) -> dict[str, tuple[list[int], str]]
     checkpoint."""
     folder = "keys_v1" if stem.startswith("sapiens_") else "keys"
     return {k: (v[0], v[1]) for k, v in json.loads((shared / "spec" / folder / f"{stem}.json").read_text()).items()}
+
+
+@pytest.fixture
+def offline_homes(tmp_path, monkeypatch):
+    """No real weights anywhere: an empty checkpoint root and Hugging Face cache, offline."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SAPIENS_CHECKPOINT_ROOT", str(tmp_path / "no_weights"))
+    monkeypatch.setenv("SAPIENS_V1_CHECKPOINT_ROOT", str(tmp_path / "no_weights_v1"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))

@@ -62,14 +62,8 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(autouse=True)
-def _offline_homes(tmp_path, monkeypatch):
-    """No real weights anywhere: an empty checkpoint root and Hugging Face cache, offline."""
-    from huggingface_hub import constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("SAPIENS_CHECKPOINT_ROOT", str(tmp_path / "no_weights"))
-    monkeypatch.setenv("SAPIENS_V1_CHECKPOINT_ROOT", str(tmp_path / "no_weights_v1"))
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+def _offline(offline_homes):
+    """Every test here runs with no weights anywhere and the hub offline."""
 
 
 def photo(h: int = 48, w: int = 36, seed: int = 0) -> np.ndarray:
