@@ -239,3 +239,15 @@ def test_numbers_too_large_for_a_box_are_refused_by_name(tmp_path):
     path.write_text('[{"file_name": "a.png", "bbox": [1, 1, 1e39, 5]}]')
     with pytest.raises(ValueError, match="bbox values must be a finite number"):
         read_coco_detections(path)
+
+
+def test_cli_and_api_agree_in_bf16_too(tmp_path, checkpoints):
+    import torch
+
+    img = write_photo(tmp_path / "in" / "p.png", 57, 41)
+    out = tmp_path / "out"
+    assert cli("seg", img, "--model", checkpoints["seg"], "--input-size", DENSE_SIZE, "--dtype", "bf16",
+               "--save", "npz", "--out", out) == 0
+    seg = PREDICTORS["seg"](checkpoints["seg"], input_size=DENSE_HW, dtype=torch.bfloat16)
+    assert seg.dtype == torch.bfloat16
+    np.testing.assert_array_equal(np.load(out / "p_seg.npy"), seg(str(img)).labels.astype(np.int64))
