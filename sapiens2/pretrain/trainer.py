@@ -35,7 +35,6 @@ from torch.utils.data import DataLoader
 
 from sapiens2.checkpoint import CheckpointError
 from sapiens2.hub import load
-from sapiens2.io.writers import atomic_open
 from sapiens2.models.build import build_backbone
 from sapiens2.pretrain.augment import MultiCrop
 from sapiens2.pretrain.config import OptimConfig, PretrainConfig, backbone_config
