@@ -243,7 +243,7 @@ def _pose(spec: str | None, detector: str | None, args: argparse.Namespace, comm
     try:
         return Pose(spec, detector, flip_test=args.flip_test, **common)
     except CheckpointNotFoundError as e:
-        if detector is None or "rtmdet" not in str(e).lower():
+        if detector is None or getattr(getattr(e, "info", None), "task", None) != "detect":
             raise
         raise CheckpointNotFoundError(f"{e}\nOr run without the person detector: --detector none (the whole "
                                       "image is one person), or --boxes JSON with a box for every image.") from e
