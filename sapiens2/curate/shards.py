@@ -16,16 +16,7 @@ import pyarrow as pa
 
 from sapiens2.curate.config import OutputConfig
 from sapiens2.curate.sources import Item
-from sapiens2.curate.stages import Batch
-
-
-def bounded(image: np.ndarray, max_side: int) -> np.ndarray:
-    """`image` shrunk (area interpolation) so its long side is at most `max_side`; never enlarged."""
-    h, w = image.shape[:2]
-    scale = max_side / max(h, w)
-    if scale >= 1:
-        return image
-    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+from sapiens2.curate.stages import Batch, bounded
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:

@@ -30,6 +30,15 @@ DECODE, TOO_SMALL, NO_PERSON, DUPLICATE, BALANCE = "decode", "too_small", "no_pe
 REASONS = (DECODE, TOO_SMALL, NO_PERSON, DUPLICATE, BALANCE)
 
 
+def bounded(image: np.ndarray, max_side: int) -> np.ndarray:
+    """`image` shrunk (area interpolation) so its long side is at most `max_side`; never enlarged."""
+    h, w = image.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return image
+    return cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
 @dataclass
 class Batch:
     """Items of one batch; pixels are decoded on first use and kept for the later stages of the batch.
@@ -53,10 +62,8 @@ class Batch:
             try:
                 image = decode_image(item.read_bytes(), item.path, max_pixels=self.max_pixels)
                 h, w = image.shape[:2]
-                if self.work_side and max(h, w) > self.work_side:
-                    s = self.work_side / max(h, w)
-                    image = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))),
-                                       interpolation=cv2.INTER_AREA)
+                if self.work_side:
+                    image = bounded(image, self.work_side)
                 self._pixels[item.key] = (image, (h, w))
             except ImageDecodeError as err:
                 self._pixels[item.key] = err
