@@ -211,17 +211,23 @@ class V1HeadConfig:
     conv_kernels: tuple[int, ...] | None = None  # None: 1 for every conv
 
 
-class V1Head(nn.Module):
-    """The v1 head; its classifier is `final_layer` for pose (mmpose) and `conv_seg` otherwise (mmseg)."""
+def classifier_name(task: str) -> str:
+    """The name of a v1 head's last 1x1 conv in the official checkpoints: `final_layer` for pose (mmpose),
+    `conv_seg` for every other task (mmseg)."""
+    return "final_layer" if task == "pose" else "conv_seg"
 
-    def __init__(self, cfg: V1HeadConfig, classifier: str) -> None:
+
+class V1Head(nn.Module):
+    """The v1 head of `task`; its classifier's name follows the official checkpoints (`classifier_name`)."""
+
+    def __init__(self, cfg: V1HeadConfig, task: str) -> None:
         super().__init__()
         dk = cfg.deconv_kernels or (4,) * len(cfg.deconv_channels)
         ck = cfg.conv_kernels or (1,) * len(cfg.conv_channels)
         self.deconv_layers = _deconv_units(cfg.in_channels, cfg.deconv_channels, dk)
         self.conv_layers = _conv_units(cfg.deconv_channels[-1], cfg.conv_channels, ck)
-        self.classifier_name = classifier
-        setattr(self, classifier, nn.Conv2d(cfg.conv_channels[-1], cfg.out_channels, 1))
+        self.classifier_name = classifier_name(task)
+        setattr(self, self.classifier_name, nn.Conv2d(cfg.conv_channels[-1], cfg.out_channels, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return getattr(self, self.classifier_name)(self.conv_layers(self.deconv_layers(x)))
@@ -266,7 +272,7 @@ def build_sapiens1(config: Sapiens1Config, task: str, head: V1HeadConfig | None 
         return backbone
     if head is None:
         raise ValueError("a v1 task model needs a head config (see official_v1_head_config)")
-    return Sapiens1TaskModel(backbone, V1Head(head, "final_layer" if task == "pose" else "conv_seg"), task)
+    return Sapiens1TaskModel(backbone, V1Head(head, task), task)
 
 
 def trained_input_size(network: nn.Module) -> tuple[int, int] | None:

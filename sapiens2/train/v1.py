@@ -138,5 +138,5 @@ def build_v1_parts(cfg: TrainConfig, keypoints: int | None,
                                                                                                   bc.num_heads)), None)
     loaded_outputs = getattr(loaded_head, loaded_head.classifier_name).out_channels if loaded_head else None
     head_cfg = head_config_v1(cfg, bc.embed_dim, arch, outputs_of(cfg, keypoints, loaded_outputs))
-    head = V1Head(head_cfg, "final_layer" if cfg.task == "pose" else "conv_seg")
+    head = V1Head(head_cfg, cfg.task)
     return backbone, head, loaded_head, source

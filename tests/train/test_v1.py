@@ -122,7 +122,7 @@ def test_a_pth_needs_allow_pickle_in_the_config(tmp_path):
 
 def test_a_v1_task_checkpoint_gives_backbone_and_head(tmp_path):
     torch.manual_seed(1)
-    head = V1Head(V1HeadConfig(32, (16, 16), (16,), 28), "conv_seg")
+    head = V1Head(V1HeadConfig(32, (16, 16), (16,), 28), "seg")
     seg = Sapiens1TaskModel(Sapiens1Backbone(dataclasses.replace(TINY, pos_grid=(4, 3))), head, "seg")
     path = tmp_path / "seg28.safetensors"
     save_file({k: v.contiguous() for k, v in seg.state_dict().items()}, str(path))
@@ -204,7 +204,7 @@ def test_dense_v1_training_stretches_like_the_v1_predictors(tiny_v1):
     import cv2
 
     cfg = settle_config(tiny_v1("normal"), Sapiens1TaskModel(Sapiens1Backbone(TINY), V1Head(
-        V1HeadConfig(32, (16,), (16,), 3), "conv_seg"), "normal"))
+        V1HeadConfig(32, (16,), (16,), 3), "normal"), "normal"))
     rng = np.random.default_rng(0)
     sample = {"image": rng.integers(0, 256, (40, 60, 3), dtype=np.uint8), "mask": np.ones((40, 60), bool),
               "target": np.tile(np.array([0, 0, -1], np.float32), (40, 60, 1))}
