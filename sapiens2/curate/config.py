@@ -96,7 +96,7 @@ class ClusterConfig:
     and so on (strictly decreasing); `[k]` is plain k-means. Sampling goes top-down: the target is split as
     evenly as the clusters' sizes allow among the top-level clusters (each gives min(its size, q), q the
     largest quota fitting), each cluster's share among its children likewise, down to the leaves (level 1),
-    which are filled by `sampling` ("random", the paper's choice, or "centroid": closest first). With
+    which are filled by `sampling` ("random", or "centroid": closest first, the most typical images). With
     `balance_yaw_bins` = N > 0 a leaf takes its images round-robin over N equal head-yaw bins on [-90, 90]
     degrees (images without a yaw form one more bin; needs [head]). `target = 0` assigns clusters and keeps
     everything."""
