@@ -7,6 +7,7 @@ import pickle
 
 import cv2
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from sapiens2.curate.config import (
@@ -263,3 +264,43 @@ def test_head_defaults():
     head = CurateConfig().head
     assert (head.enabled, head.model, head.min_landmarks, head.require_face) == (False, "sapiens2-pose-0.4b", 6, False)
     assert (head.max_abs_yaw, head.max_abs_pitch) == (180.0, 90.0)  # no filtering
+
+
+NO_MODELS_BUT_HEAD = "[person]\nenabled = false\n[dedup]\ndeep = false\n[cluster]\nenabled = false\n[head]\nenabled = true\n"
+
+
+def test_the_command_runs_the_head_stage(corpus, tmp_path, monkeypatch, capsys):
+    from sapiens2.cli import main
+    from sapiens2.curate import cli
+
+    got = []
+    monkeypatch.setattr(cli, "_head", lambda settings, device: got.append((settings, device)) or FacePredictor())
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(NO_MODELS_BUT_HEAD)
+    out = tmp_path / "out"
+    assert main(["curate", *map(str, corpus.originals[:2]), "--out", str(out), "--config", str(cfg), "--no-shards",
+                 "--device", "cpu"]) == 0
+    assert got == [(load_config(cfg).head, "cpu")]
+    table = pq.read_table(out / "manifest.parquet")
+    assert table["head_status"].to_pylist() == ["ok", "ok"] and table["head_yaw"].null_count == 0
+
+
+def test_the_command_without_pose_weights_says_what_to_download(corpus, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import sapiens2
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(NO_MODELS_BUT_HEAD)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "SAPIENS_CHECKPOINT_ROOT": str(tmp_path / "none"),
+           "PYTHONPATH": str(Path(sapiens2.__file__).resolve().parents[1])}
+    code = (f"from sapiens2.cli import main; raise SystemExit(main(['curate', {str(corpus.originals[0])!r}, "
+            f"'--out', 'o', '--config', {str(cfg)!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "sapiens2 download sapiens2-pose-0.4b" in proc.stderr and "Traceback" not in proc.stderr
