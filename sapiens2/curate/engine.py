@@ -36,7 +36,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("person_count", pa.int32()), ("person_score", pa.float32()), ("person_area", pa.float32()),
     ("person_x1", pa.float32()), ("person_y1", pa.float32()), ("person_x2", pa.float32()), ("person_y2", pa.float32()),
     ("head_yaw", pa.float32()), ("head_pitch", pa.float32()), ("head_roll", pa.float32()),  # degrees
-    ("face_keypoints", pa.int32()), ("head_status", pa.string()),
+    ("face_keypoints", pa.int32()), ("head_error", pa.float32()), ("head_status", pa.string()),
     ("phash", pa.string()),
     ("dedup_group", pa.string()),  # key of the member its duplicate group keeps
     ("cluster", pa.int32()),  # leaf (level-1) cluster

@@ -228,8 +228,8 @@ class HeadLoader:
 class HeadPoseStage:
     """Yaw / pitch / roll of the person stage's best box (the whole image when that stage did not run).
 
-    Records the angles (null when there is no fit), the number of face landmarks that scored enough and a
-    status ("ok", "no_face": too few landmarks, e.g. a person seen from behind; "no_fit": the generic face
+    Records the angles (null when there is no fit), the number of face landmarks that scored enough, the
+    fit's relative reprojection error (`max_fit_error` is its threshold) and a status ("ok", "no_face": too few landmarks, e.g. a person seen from behind; "no_fit": the generic face
     does not fit them). Drops (`no_face`) faceless images only when `require_face`, and (`head_pose`) faces
     turned beyond `max_abs_yaw` / `max_abs_pitch` (the defaults, 180 / 90, drop nothing).
 
@@ -242,7 +242,7 @@ class HeadPoseStage:
     name: str = "head"
     fields: dict[str, pa.DataType] = field(default_factory=lambda: {
         "head_yaw": pa.float32(), "head_pitch": pa.float32(), "head_roll": pa.float32(),
-        "face_keypoints": pa.int32(), "head_status": pa.string()})
+        "face_keypoints": pa.int32(), "head_error": pa.float32(), "head_status": pa.string()})
 
     def __post_init__(self) -> None:
         if self.predictor is None and self.loader is None:
@@ -272,6 +272,7 @@ class HeadPoseStage:
         for i, (image, kp) in enumerate(zip(images, found)):
             fit = fit_keypoints(kp, image.shape[:2], s.min_score, s.min_landmarks, s.max_fit_error, rows)
             out["face_keypoints"][i], out["head_status"][i] = fit.landmarks, fit.status
+            out["head_error"][i] = fit.error
             if fit.status != OK:
                 if s.require_face:
                     out["reason"][i], out["detail"][i] = NO_FACE, fit.why

@@ -111,6 +111,7 @@ def write_report(items: Sequence[Item], result, folder: Path, config: CurateConf
             "person area fraction": [r["person_area"] for r in rows]}
     if any(r["head_status"] is not None for r in rows):
         hist.update({f"head {a} (degrees)": [r[f"head_{a}"] for r in rows] for a in ("yaw", "pitch", "roll")})
+        hist["head fit error (of the face's size)"] = [r["head_error"] for r in rows]
     page = ["<!doctype html><meta charset='utf-8'><title>sapiens2 curate report</title>",
             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}</style>",
             f"<h1>Curation report</h1><p>{summary['inputs']} inputs, {summary['kept']} kept.</p>",

@@ -145,13 +145,13 @@ def test_the_stage_measures_the_best_persons_head(corpus, tmp_path):
     assert len(measured) == len(predictor.boxes) > 10
     for r in measured:
         box = [r[f"person_{c}"] for c in ("x1", "y1", "x2", "y2")]
-        assert r["head_status"] == "ok" and r["face_keypoints"] == 11
+        assert r["head_status"] == "ok" and r["face_keypoints"] == 11 and r["head_error"] < 0.01
         assert r["head_yaw"] == pytest.approx(FacePredictor.yaw(box, r["width"]), abs=1.0)
         assert abs(r["head_pitch"]) < 1.0 and abs(r["head_roll"]) < 1.0
     unmeasured = [r for r in rows.values() if r["reason"] in ("decode", "too_small", "no_person")]
     assert all(r["head_yaw"] is None and r["head_status"] is None for r in unmeasured)
     html = (tmp_path / "report" / "index.html").read_text()
-    assert "head yaw (degrees)" in html and "head roll (degrees)" in html
+    assert "head yaw (degrees)" in html and "head roll (degrees)" in html and "head fit error" in html
 
 
 def test_no_face_is_kept_unless_required_and_angle_limits_drop(corpus, tmp_path):
