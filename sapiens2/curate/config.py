@@ -65,9 +65,10 @@ class HeadConfig:
     """Head pose (yaw / pitch / roll) of the person stage's best box, from the face keypoints of a Sapiens2
     pose `model` fitted to a generic 3D face (see `sapiens2.curate.headpose`).
 
-    Off by default: it runs a 0.4b pose network on a 1024 x 768 crop per image (several times the embed
-    stage's work) and, with the default limits, drops nothing: turn it on for the angle columns (filters,
-    yaw balancing). A face counts when >= `min_landmarks` of its 11 landmarks score >= `min_score` (0.3, the
+    Off by default: it runs a 0.4b pose network on a 1024 x 768 crop per image, twice with the flip test
+    (2 x 3072 tokens against the embed stage's 196: some 30 times its work, more with attention's quadratic
+    cost) and, with the default limits, drops nothing: turn it on for the angle columns (filters, yaw
+    balancing). A face counts when >= `min_landmarks` of its 11 landmarks score >= `min_score` (0.3, the
     pose predictor's drawing threshold) and the fit's mean reprojection error is <= `max_fit_error` of the
     face's size. `require_face` drops images without one (`no_face`; default: kept, angles null);
     `max_abs_yaw` / `max_abs_pitch` (degrees) drop faces turned further (`head_pose`; 180 / 90: no limit)."""
