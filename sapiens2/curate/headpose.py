@@ -15,6 +15,10 @@ Angles, in degrees, in the camera's frame (0, 0, 0: the face looks straight into
 They compose as R = R_up(yaw) . R_left(-pitch) . R_forward(-roll) in the head's frame (x: the person's left,
 y: up, z: out of the face), the usual yaw-then-pitch-then-roll order.
 
+The 308 set's "l_" / "r_" face points are taken to be the person's left / right, as its body points
+("left_eye") are in the COCO convention: the two flip into each other and share one naming scheme. Were it
+the viewer's left, yaw and roll would change sign (their magnitudes, and so the filters, would not).
+
 Camera: focal length = the image's long side in pixels (a ~53 degree field of view across the long side,
 that of a normal lens; web photos carry no usable intrinsics), principal point at the image centre. The
 angles barely depend on it for a face that is small in the frame.
