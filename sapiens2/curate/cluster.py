@@ -104,6 +104,12 @@ def balanced_quota(sizes: np.ndarray, target: int) -> np.ndarray:
     return take
 
 
+def _members(labels: np.ndarray) -> list[np.ndarray]:
+    """For dense ids 0..m-1: the rows of each id, ascending (one sort, not one scan per id)."""
+    order = np.argsort(labels, kind="stable")
+    return np.split(order, np.cumsum(np.bincount(labels))[:-1]) if len(labels) else []
+
+
 def leaf_quotas(labels: Sequence[np.ndarray], target: int) -> np.ndarray:
     """Per leaf (ids of `labels[0]`, contiguous from 0): its share of `target`, split top-down with
     `balanced_quota` (top-level clusters first, then each cluster's share among its children)."""
@@ -112,16 +118,15 @@ def leaf_quotas(labels: Sequence[np.ndarray], target: int) -> np.ndarray:
         first = np.unique(lower, return_index=True)[1]
         if (upper[first][lower] != upper).any():
             raise ValueError("cluster levels are not nested: a cluster spans two clusters of the level above")
-    top = labels[-1]
-    quota = balanced_quota(np.bincount(top), target)
+    quota = balanced_quota(np.bincount(labels[-1]), target)
     for lower, upper in zip(labels[-2::-1], labels[:0:-1]):  # from the level under the top down to the leaves
         sizes = np.bincount(lower)
         parent = np.zeros(len(sizes), np.int64)
         parent[lower] = upper
         share = np.zeros(len(sizes), np.int64)
-        for p in np.flatnonzero(quota):
-            children = np.flatnonzero((parent == p) & (sizes > 0))
-            share[children] = balanced_quota(sizes[children], int(quota[p]))
+        for p, children in enumerate(_members(parent)):
+            if quota[p] and len(children):
+                share[children] = balanced_quota(sizes[children], int(quota[p]))
         quota = share
     return quota
 
@@ -159,8 +164,9 @@ def hierarchical_sample(labels: Sequence[np.ndarray], target: int, seed: int = 0
     dense = [np.unique(np.asarray(lab), return_inverse=True)[1] for lab in labels]
     quota = leaf_quotas(dense, target)
     rng = np.random.default_rng(seed)
+    rows = _members(dense[0])
     for c in np.flatnonzero(quota):
-        members = np.flatnonzero(dense[0] == c)
+        members = rows[c]
         if closeness is None:
             members = rng.permutation(members)
         else:
