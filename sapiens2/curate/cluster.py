@@ -53,9 +53,12 @@ class Hierarchy:
 
     def closeness(self, features: np.ndarray) -> np.ndarray:
         """Cosine similarity of each row to its leaf's centroid (for closest-first sampling)."""
-        if not len(features):
-            return np.zeros(0, np.float32)
-        return np.einsum("nd,nd->n", np.asarray(features, np.float32), self.centroids[self.labels[0]])
+        features = np.asarray(features, np.float32)
+        out = np.zeros(len(features), np.float32)
+        for s in range(0, len(features), 1 << 16):  # in chunks: the gathered centroids are as big as the features
+            out[s:s + (1 << 16)] = np.einsum("nd,nd->n", features[s:s + (1 << 16)],
+                                             self.centroids[self.labels[0][s:s + (1 << 16)]])
+        return out
 
 
 def check_levels(levels: Sequence[int]) -> list[int]:
