@@ -195,12 +195,11 @@ def run_cluster(rows: pa.Table, config: CurateConfig, parts: Path, result: Curat
     else:
         result.reused["cluster"] = 1
     kept = table["reason"].is_null().to_numpy(zero_copy_only=False)
-    levels = table["cluster_levels"].to_pylist()
+    ids = table["cluster_levels"].combine_chunks().flatten().to_numpy().reshape(len(table), len(c.levels))
     result.level_sizes = []
-    for level in range(len(c.levels)):
-        labels = np.array([ids[level] for ids in levels], np.int64)
-        result.level_sizes.append({int(k): (int((labels == k).sum()), int(((labels == k) & kept).sum()))
-                                   for k in np.unique(labels)})
+    for labels in ids.T.astype(np.int64):
+        before, after = np.bincount(labels), np.bincount(labels[kept], minlength=labels.max(initial=-1) + 1)
+        result.level_sizes.append({int(k): (int(before[k]), int(after[k])) for k in np.flatnonzero(before)})
     result.cluster_sizes = result.level_sizes[0]
     return table
 
