@@ -59,7 +59,7 @@ def main() -> None:
     detector = PersonDetector(RTMDet(RTMDetConfig()), score_threshold=0.0)
     embedder = BackboneEmbedder(build_model(args.arch, "pretrain"), size=224)
     config = CurateConfig(person=PersonConfig(min_score=0.0, min_area_fraction=0.0),
-                          cluster=ClusterConfig(clusters=8, target=args.images // 2))
+                          cluster=ClusterConfig(levels=(8,), target=args.images // 2))
     config = dataclasses.replace(config, engine=dataclasses.replace(config.engine, batch_size=args.batch))
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"

@@ -1,8 +1,8 @@
 """Data curation: turn piles of web images into a person-centric pretraining set (the Humans-1B recipe).
 
 Sources (folders, globs, list files, tar shards) flow through stages in order: decode + size filter,
-prominent-person detection, perceptual hash, image embeddings, dedup (pHash radius, then deep-feature
-neighbours), embedding clustering with balanced sampling. The local engine writes one Parquet part per
+prominent-person detection, head pose (optional), perceptual hash, image embeddings, dedup (pHash radius,
+then deep-feature neighbours), (hierarchical) embedding clustering with balanced sampling. The local engine writes one Parquet part per
 batch and stage (so a rerun recomputes nothing already written), a Parquet manifest with one row per input,
 WebDataset-style tar shards of the kept images and an HTML report.
 

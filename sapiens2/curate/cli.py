@@ -20,8 +20,9 @@ def add_curate_parser(sub: Any) -> None:
     p = sub.add_parser(
         "curate", help="filter, deduplicate and balance images into pretraining shards",
         description="Curate images (folders, globs, .txt lists, .tar shards) as Humans-1B was: decode and keep "
-                    "a short side >= 384 px, keep images with a prominent person (RTMDet), drop duplicates "
-                    "(perceptual hash, then Sapiens2-feature neighbours), cluster the embeddings and sample "
+                    "a short side >= 384 px, keep images with a prominent person (RTMDet), measure the head pose "
+                    "(Sapiens2 face keypoints; off by default), drop duplicates (perceptual hash, then "
+                    "Sapiens2-feature neighbours), cluster the embeddings (hierarchical k-means) and sample "
                     "evenly. Writes DIR/manifest.parquet (one row per input: measurements, dedup group, "
                     "cluster, kept or the reason), DIR/shards/*.tar and DIR/report/index.html. Thresholds "
                     "and stages: --config curate.toml, one table per stage (see README, Data curation).")
@@ -30,7 +31,8 @@ def add_curate_parser(sub: Any) -> None:
     p.add_argument("--config", metavar="TOML", help="stage settings (default: the documented defaults)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in DIR: every stage result already written is reused")
-    p.add_argument("--device", help="device of the embedding and detector models (default: [embed] device)")
+    p.add_argument("--device", help="device of every model (default: [embed] device for the embedder and "
+                                    "detector, [head] device for the pose model)")
     p.add_argument("--allow-code", action="store_true",
                    help="open TorchScript / torch.export detector files, which carry code (only files you trust)")
     p.add_argument("--no-shards", dest="shards", action="store_false", help="write the manifest and report only")
@@ -43,6 +45,17 @@ def _detector(device: str, allow_code: bool):
 
     path, _ = resolve("rtmdet-m-person")
     return PersonDetector.from_file(path, device=device, allow_code=allow_code)
+
+
+def _head(settings, device: str | None):
+    """The head stage's pose model, loaded now so that a missing or wrong checkpoint stops the run before
+    it starts (`HeadLoader` is what another process would be given to build it there)."""
+    from sapiens2.curate.headpose import HeadLoader
+    from sapiens2.hub import resolve
+    from sapiens2.tasks.models import model_name
+
+    path, _ = resolve(model_name("pose", settings.model))
+    return HeadLoader(str(path), device or settings.device, settings.flip_test)()
 
 
 def _cmd_curate(args: argparse.Namespace) -> int:
@@ -72,12 +85,17 @@ def _cmd_curate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from sapiens2.fetch import CheckpointNotFoundError, missing_report
 
-    detector = embedder = None
+    detector = embedder = head = None
     missing: list[CheckpointNotFoundError] = []
     try:
         if config.person.enabled:
             try:
                 detector = _detector(device, args.allow_code)
+            except CheckpointNotFoundError as err:
+                missing.append(err)
+        if config.head.enabled:
+            try:
+                head = _head(config.head, args.device)
             except CheckpointNotFoundError as err:
                 missing.append(err)
         if config.needs_embeddings():
@@ -97,7 +115,7 @@ def _cmd_curate(args: argparse.Namespace) -> int:
 
     try:
         result = curate(items, args.out, config, detector=detector, embedder=embedder, resume=args.resume,
-                        detector_batched=detector is not None,
+                        detector_batched=detector is not None, head=head,
                         shards=args.shards, progress=progress)
     except FileExistsError as err:
         print(f"sapiens2 curate: {err}", file=sys.stderr)

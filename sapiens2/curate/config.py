@@ -61,14 +61,52 @@ class DedupConfig:
 
 
 @dataclass(frozen=True)
+class HeadConfig:
+    """Head pose (yaw / pitch / roll) of the person stage's best box, from the face keypoints of a Sapiens2
+    pose `model` fitted to a generic 3D face (see `sapiens2.curate.headpose`).
+
+    Off by default: it runs a 0.4b pose network on a 1024 x 768 crop per image, twice with the flip test
+    (2 x 3072 tokens against the embed stage's 196: some 30 times its work, more with attention's quadratic
+    cost) and, with the default limits, drops nothing: turn it on for the angle columns (filters, yaw
+    balancing). A face counts when >= `min_landmarks` of its 11 landmarks score >= `min_score` (0.3, the
+    pose predictor's drawing threshold) and the fit's mean reprojection error is <= `max_fit_error` of the
+    face's size. `require_face` drops images without one (`no_face`; default: kept, angles null);
+    `max_abs_yaw` / `max_abs_pitch` (degrees) drop faces turned further (`head_pose`; 180 / 90: no limit)."""
+
+    enabled: bool = False
+    model: str = "sapiens2-pose-0.4b"
+    device: str = "cpu"
+    flip_test: bool = True
+    min_score: float = 0.3
+    min_landmarks: int = 6
+    max_fit_error: float = 0.25
+    require_face: bool = False
+    max_abs_yaw: float = 180.0
+    max_abs_pitch: float = 90.0
+
+
+#: How a leaf cluster's quota is filled: uniformly at random, or its members closest to the centroid first.
+SAMPLINGS = ("random", "centroid")
+
+
+@dataclass(frozen=True)
 class ClusterConfig:
-    """k-means on the embeddings of the deduplicated images, then balanced sampling to `target` images:
-    every cluster gives min(its size, q) images, q the largest quota that keeps the total <= `target`.
-    `target = 0` assigns clusters and keeps everything."""
+    """Hierarchical k-means on the embeddings of the deduplicated images, then balanced sampling to `target`
+    images (Vo et al. 2024, "Automatic Data Curation for Self-Supervised Learning: A Clustering-Based
+    Approach"). `levels` = [k1, k2, ...]: k1 clusters of the images, then k2 clusters of those k1 centroids,
+    and so on (strictly decreasing); `[k]` is plain k-means. Sampling goes top-down: the target is split as
+    evenly as the clusters' sizes allow among the top-level clusters (each gives min(its size, q), q the
+    largest quota fitting), each cluster's share among its children likewise, down to the leaves (level 1),
+    which are filled by `sampling` ("random", or "centroid": closest first, the most typical images). With
+    `balance_yaw_bins` = N > 0 a leaf takes its images round-robin over N equal head-yaw bins on [-90, 90]
+    degrees (images without a yaw form one more bin; needs [head]). `target = 0` assigns clusters and keeps
+    everything."""
 
     enabled: bool = True
-    clusters: int = 100
+    levels: tuple[int, ...] = (100,)
     target: int = 0
+    sampling: str = "random"
+    balance_yaw_bins: int = 0
     iterations: int = 20
     restarts: int = 3
     seed: int = 0
@@ -97,6 +135,7 @@ class EngineConfig:
 class CurateConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     person: PersonConfig = field(default_factory=PersonConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -109,7 +148,22 @@ class CurateConfig:
             (0.0 <= self.person.min_area_fraction <= 1.0, "person.min_area_fraction must be in [0, 1]"),
             (0 <= self.dedup.hamming_radius <= 64, "dedup.hamming_radius must be in [0, 64]"),
             (-1.0 <= self.dedup.cosine_threshold <= 1.0, "dedup.cosine_threshold must be in [-1, 1]"),
-            (self.cluster.clusters >= 1, "cluster.clusters must be >= 1"),
+            (0.0 <= self.head.min_score, "head.min_score must be >= 0"),
+            (4 <= self.head.min_landmarks <= 11, "head.min_landmarks must be in [4, 11] (a PnP fit needs 4 "
+                                                 "points; the generic face has 11)"),
+            (self.head.max_fit_error > 0, "head.max_fit_error must be > 0"),
+            (0.0 <= self.head.max_abs_yaw <= 180.0, "head.max_abs_yaw must be in [0, 180] degrees"),
+            (0.0 <= self.head.max_abs_pitch <= 90.0, "head.max_abs_pitch must be in [0, 90] degrees"),
+            (len(self.cluster.levels) >= 1, "cluster.levels must name at least one level, e.g. [100]"),
+            (all(k >= 1 for k in self.cluster.levels), f"cluster.levels must be >= 1, got {list(self.cluster.levels)}"),
+            (all(a > b for a, b in zip(self.cluster.levels, self.cluster.levels[1:])),
+             f"cluster.levels must be strictly decreasing (each level clusters the centroids of the one before), "
+             f"got {list(self.cluster.levels)}"),
+            (self.cluster.sampling in SAMPLINGS, f"cluster.sampling must be one of {', '.join(SAMPLINGS)}, "
+                                                 f"got {self.cluster.sampling!r}"),
+            (self.cluster.balance_yaw_bins >= 0, "cluster.balance_yaw_bins must be >= 0 (0: off)"),
+            (not (self.cluster.enabled and self.cluster.balance_yaw_bins and not self.head.enabled),
+             "cluster.balance_yaw_bins needs the head stage ([head] enabled = true)"),
             (self.cluster.restarts >= 1, "cluster.restarts must be >= 1"),
             (self.cluster.target >= 0, "cluster.target must be >= 0 (0: no sampling)"),
             (self.output.shard_size >= 1, "output.shard_size must be >= 1"),
@@ -159,6 +213,11 @@ def load_config(path: str | os.PathLike[str] | None) -> CurateConfig:
             if key not in known:
                 raise ValueError(f"{path}: unknown key {name}.{key}; expected one of {', '.join(known)}")
             want = known[key]
+            if want is tuple:
+                if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                          for v in value):
+                    raise ValueError(f"{path}: {name}.{key} must be a list of integers, got {value!r}")
+                table[key] = value = tuple(value)
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
                 table[key] = value

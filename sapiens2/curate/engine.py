@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 from sapiens2.curate import cluster as clustering
 from sapiens2.curate import dedup
 from sapiens2.curate.config import CurateConfig, fingerprint
+from sapiens2.curate.headpose import HeadLoader, HeadPoseStage, KeypointPredictor
 from sapiens2.curate.parts import columns_table, keys_hash, read_part, write_part
 from sapiens2.curate.phash import hashes_to_bytes
 from sapiens2.curate.sources import Item
@@ -33,9 +34,13 @@ MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()), ("path", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()),
     ("person_count", pa.int32()), ("person_score", pa.float32()), ("person_area", pa.float32()),
+    ("person_x1", pa.float32()), ("person_y1", pa.float32()), ("person_x2", pa.float32()), ("person_y2", pa.float32()),
+    ("head_yaw", pa.float32()), ("head_pitch", pa.float32()), ("head_roll", pa.float32()),  # degrees
+    ("face_keypoints", pa.int32()), ("head_error", pa.float32()), ("head_status", pa.string()),
     ("phash", pa.string()),
     ("dedup_group", pa.string()),  # key of the member its duplicate group keeps
-    ("cluster", pa.int32()),
+    ("cluster", pa.int32()),  # leaf (level-1) cluster
+    ("cluster_top", pa.int32()),  # its top-level cluster (the same as `cluster` with one level)
     ("kept", pa.bool_()), ("reason", pa.string()), ("detail", pa.string()),
 ])
 
@@ -48,7 +53,8 @@ class CurateResult:
     table: pa.Table
     computed: dict[str, int] = field(default_factory=dict)
     reused: dict[str, int] = field(default_factory=dict)
-    cluster_sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # id -> (before, after) balancing
+    cluster_sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # leaf -> (before, after) balancing
+    level_sizes: list[dict[int, tuple[int, int]]] = field(default_factory=list)  # the same per level, leaves first
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage's computed parts
     rows: dict[str, int] = field(default_factory=dict)  # rows those parts covered
 
@@ -67,14 +73,21 @@ class CurateResult:
 
 
 def build_stages(config: CurateConfig, detector: Detector | None, embedder: Embedder | None,
-                 detector_batched: bool = False) -> list[Stage]:
+                 detector_batched: bool = False, head: KeypointPredictor | HeadLoader | None = None
+                 ) -> list[Stage]:
     """The batch stages `config` asks for, in order; a stage's model must be given when it is enabled.
-    `detector_batched`: the detector takes a list of images (see `PersonStage`)."""
+    `detector_batched`: the detector takes a list of images (see `PersonStage`). `head`: the head stage's
+    keypoint predictor, or a `HeadLoader` building it on first use."""
     stages: list[Stage] = [DecodeStage(config.decode)]
     if config.person.enabled:
         if detector is None:
             raise ValueError("the person stage needs a detector ([person] enabled = false to skip it)")
         stages.append(PersonStage(detector, config.person, detector_batched))
+    if config.head.enabled:
+        if head is None:
+            raise ValueError("the head stage needs a keypoint predictor ([head] enabled = false to skip it)")
+        stages.append(HeadPoseStage(None, config.head, loader=head) if isinstance(head, HeadLoader)
+                      else HeadPoseStage(head, config.head))
     if config.dedup.enabled:
         stages.append(PhashStage())
     if config.needs_embeddings():
@@ -115,6 +128,7 @@ def run_batch_stages(items: Sequence[Item], stages: Sequence[Stage], parts: Path
             else:
                 result.reused[stage.name] = result.reused.get(stage.name, 0) + 1
             tables[stage.name].append(table)
+            alive.record(table)
             alive = alive.subset(np.flatnonzero(table["reason"].is_null().to_numpy(zero_copy_only=False)).tolist())
         if progress:
             progress(min(start + batch_size, len(items)), len(items))
@@ -153,28 +167,40 @@ def run_dedup(rows: pa.Table, config: CurateConfig, parts: Path, result: CurateR
 
 def run_cluster(rows: pa.Table, config: CurateConfig, parts: Path, result: CurateResult, chain: str = ""
                 ) -> pa.Table:
-    """k-means cluster ids and the balanced sample among `rows`: key, cluster, reason, detail."""
+    """(Hierarchical) k-means cluster ids and the balanced sample among `rows`: key, cluster, cluster_top,
+    cluster_levels (every level's id, leaves first; parts only), reason, detail."""
     keys = rows["key"].to_pylist()
     c = config.cluster
     path = _global_part(parts, "cluster", (chain, config.dedup, c), keys)
     table = read_part(path)
     if table is None:
         t0 = time.perf_counter()
-        labels = clustering.kmeans_labels(_embeddings(rows), c.clusters, c.iterations, c.seed, c.restarts)
-        keep = clustering.balanced_sample(labels, c.target, c.seed)
+        features = _embeddings(rows)
+        tree = clustering.hierarchical_kmeans(features, c.levels, c.iterations, c.seed, c.restarts)
+        groups = None
+        if c.balance_yaw_bins:
+            yaw = rows["head_yaw"].to_numpy(zero_copy_only=False).astype(np.float64)  # nulls -> NaN
+            groups = clustering.yaw_bins(yaw, c.balance_yaw_bins)
+        keep = clustering.hierarchical_sample(tree.labels, c.target, c.seed,
+                                              tree.closeness(features) if c.sampling == "centroid" else None, groups)
+        leaf, top = tree.labels[0], tree.labels[-1]
         table = columns_table(keys, {
-            "cluster": labels.tolist(),
+            "cluster": leaf.tolist(), "cluster_top": top.tolist(),
+            "cluster_levels": np.stack(tree.labels, axis=1).tolist() if len(keys) else [],
             "reason": [None if k else BALANCE for k in keep],
-            "detail": [None if k else f"cluster {lab} over its quota" for k, lab in zip(keep, labels)],
-        }, {"cluster": pa.int32()})
+            "detail": [None if k else f"cluster {a} (top {b}) over its quota" for k, a, b in zip(keep, leaf, top)],
+        }, {"cluster": pa.int32(), "cluster_top": pa.int32(), "cluster_levels": pa.list_(pa.int32())})
         result._timed("cluster", len(keys), time.perf_counter() - t0)
         write_part(path, table)
     else:
         result.reused["cluster"] = 1
-    labels = table["cluster"].to_numpy()
     kept = table["reason"].is_null().to_numpy(zero_copy_only=False)
-    result.cluster_sizes = {int(k): (int((labels == k).sum()), int(((labels == k) & kept).sum()))
-                            for k in np.unique(labels)}
+    ids = table["cluster_levels"].combine_chunks().flatten().to_numpy().reshape(len(table), len(c.levels))
+    result.level_sizes = []
+    for labels in ids.T.astype(np.int64):
+        before, after = np.bincount(labels), np.bincount(labels[kept], minlength=labels.max(initial=-1) + 1)
+        result.level_sizes.append({int(k): (int(before[k]), int(after[k])) for k in np.flatnonzero(before)})
+    result.cluster_sizes = result.level_sizes[0]
     return table
 
 
@@ -194,8 +220,7 @@ def _merge(by_key: dict[str, dict], table: pa.Table | None) -> None:
     for row in table.to_pylist():
         out = by_key[row.pop("key")]
         reason, detail = row.pop("reason"), row.pop("detail")
-        row.pop("embedding", None)
-        out.update(row)
+        out.update({k: v for k, v in row.items() if k in out})  # parts may hold more (embeddings, levels)
         if out["reason"] is None and reason is not None:
             out["reason"], out["detail"] = reason, detail
 
@@ -214,7 +239,7 @@ def assemble_manifest(items: Sequence[Item], tables: Sequence[pa.Table | None]) 
 
 def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None = None, *,
            detector: Detector | None = None, embedder: Embedder | None = None, resume: bool = False,
-           detector_batched: bool = False,
+           detector_batched: bool = False, head: KeypointPredictor | HeadLoader | None = None,
            shards: bool = True, report: bool = True,
            progress: Callable[[int, int], None] | None = None) -> CurateResult:
     """Curate `items` into `out`: ``manifest.parquet``, ``shards/*.tar``, ``report/index.html`` and the
@@ -226,7 +251,7 @@ def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None =
     if parts.exists() and any(parts.iterdir()) and not resume:
         raise FileExistsError(f"{out} already holds a curation run: pass --resume (resume=True) to continue "
                               "it, or choose another --out")
-    stages = build_stages(config, detector, embedder, detector_batched)
+    stages = build_stages(config, detector, embedder, detector_batched, head)
     result = CurateResult(out / "manifest.parquet", pa.table({}))
     tables = run_batch_stages(items, stages, parts, config.engine.batch_size, config.decode.max_pixels, result,
                               config.engine.work_side, progress)

@@ -99,6 +99,8 @@ def write_report(items: Sequence[Item], result, folder: Path, config: CurateConf
     summary = {
         "inputs": len(rows), "kept": sum(r["kept"] for r in rows), "stages": counts,
         "cluster_sizes": {str(c): {"before": b, "after": a} for c, (b, a) in sorted(result.cluster_sizes.items())},
+        "cluster_levels": [{str(c): {"before": b, "after": a} for c, (b, a) in sorted(sizes.items())}
+                           for sizes in result.level_sizes],
         "computed_parts": result.computed, "reused_parts": result.reused,
         "images_per_second": {k: round(v, 2) for k, v in result.throughput().items()},
     }
@@ -107,6 +109,9 @@ def write_report(items: Sequence[Item], result, folder: Path, config: CurateConf
     hist = {"short side (px)": short,
             "person score": [r["person_score"] for r in rows],
             "person area fraction": [r["person_area"] for r in rows]}
+    if any(r["head_status"] is not None for r in rows):
+        hist.update({f"head {a} (degrees)": [r[f"head_{a}"] for r in rows] for a in ("yaw", "pitch", "roll")})
+        hist["head fit error (of the face's size)"] = [r["head_error"] for r in rows]
     page = ["<!doctype html><meta charset='utf-8'><title>sapiens2 curate report</title>",
             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}</style>",
             f"<h1>Curation report</h1><p>{summary['inputs']} inputs, {summary['kept']} kept.</p>",
@@ -118,9 +123,11 @@ def write_report(items: Sequence[Item], result, folder: Path, config: CurateConf
     page.append("</table><h2>Histograms (all inputs that reached the stage)</h2>")
     for title, values in hist.items():
         page.append(f"<h3>{html.escape(title)}</h3>{svg_histogram(values)}")
-    if result.cluster_sizes:
-        page.append("<h2>Cluster sizes</h2><table><tr><th>cluster</th><th>before balancing</th><th>after</th></tr>")
-        page += [f"<tr><td>{c}</td><td>{b}</td><td>{a}</td></tr>" for c, (b, a) in sorted(result.cluster_sizes.items())]
+    levels = result.level_sizes or ([result.cluster_sizes] if result.cluster_sizes else [])
+    for level, sizes in reversed(list(enumerate(levels, 1))):  # the top level first, the leaves last
+        title = "Cluster sizes" + (f", level {level} of {len(levels)}" if len(levels) > 1 else "")
+        page.append(f"<h2>{title}</h2><table><tr><th>cluster</th><th>before balancing</th><th>after</th></tr>")
+        page += [f"<tr><td>{c}</td><td>{b}</td><td>{a}</td></tr>" for c, (b, a) in sorted(sizes.items())]
         page.append("</table>")
     page.append("<h2>Contact sheets</h2>")
     for title, name in sheets.items():

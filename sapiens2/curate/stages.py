@@ -27,7 +27,8 @@ Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 # Drop reasons, in stage order; the manifest's `reason` is the first that applies.
 DECODE, TOO_SMALL, NO_PERSON, DUPLICATE, BALANCE = "decode", "too_small", "no_person", "duplicate", "balance"
-REASONS = (DECODE, TOO_SMALL, NO_PERSON, DUPLICATE, BALANCE)
+NO_FACE, HEAD_POSE = "no_face", "head_pose"
+REASONS = (DECODE, TOO_SMALL, NO_PERSON, NO_FACE, HEAD_POSE, DUPLICATE, BALANCE)
 
 
 def bounded(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -45,13 +46,17 @@ class Batch:
 
     With `work_side`, the kept pixels are shrunk (area) to that long side once decoded: the stages look at
     640 px (detector), 224 px (embedder) or 32 px (pHash), so a batch of 12-megapixel photos need not stay
-    in memory at full size. `size(i)` is always the decoded file's own (height, width)."""
+    in memory at full size. `size(i)` is always the decoded file's own (height, width).
+
+    The engine `record`s each stage's scalar columns here, so a later stage reads an earlier one's
+    measurements (`value`), whether that stage ran now or was resumed from its part."""
 
     items: list[Item]
     max_pixels: int | None = None
     work_side: int | None = None
     _pixels: dict[str, tuple[np.ndarray, tuple[int, int]] | ImageDecodeError] = field(default_factory=dict,
                                                                                        repr=False)
+    _values: dict[str, dict[str, object]] = field(default_factory=dict, repr=False)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -81,8 +86,21 @@ class Batch:
         return self._get(i)[1]
 
     def subset(self, keep: Sequence[int]) -> Batch:
-        """The rows `keep`, sharing the decoded pixels."""
-        return Batch([self.items[i] for i in keep], self.max_pixels, self.work_side, self._pixels)
+        """The rows `keep`, sharing the decoded pixels and the recorded values."""
+        return Batch([self.items[i] for i in keep], self.max_pixels, self.work_side, self._pixels, self._values)
+
+    def record(self, table: pa.Table) -> None:
+        """Keep `table`'s scalar columns (a stage's result: `key` + its fields) for the later stages."""
+        keys = table["key"].to_pylist()
+        for name in table.column_names:
+            if name in ("key", "reason", "detail") or pa.types.is_nested(table.schema.field(name).type):
+                continue
+            for key, value in zip(keys, table[name].to_pylist()):
+                self._values.setdefault(key, {})[name] = value
+
+    def value(self, i: int, column: str) -> object:
+        """Row `i`'s value of an earlier stage's `column`; None when that stage did not run."""
+        return self._values.get(self.items[i].key, {}).get(column)
 
 
 class Stage(Protocol):
@@ -127,16 +145,18 @@ class DecodeStage:
 class PersonStage:
     """Keep images with a prominent person: a box scoring >= `min_score` covering >= `min_area_fraction`.
 
-    Records the number of boxes passing the score, and the score and area fraction of the largest of them.
-    With `batched` the detector is called once on the batch's list of images and returns a list of box
-    arrays (as `PersonDetector` does: one batched forward); otherwise once per image."""
+    Records the number of boxes passing the score, and the score, area fraction and box (in the file's
+    pixels: `person_x1` ... `person_y2`) of the largest of them. With `batched` the detector is called once
+    on the batch's list of images and returns a list of box arrays (as `PersonDetector` does: one batched
+    forward); otherwise once per image."""
 
     detector: Detector
     settings: PersonConfig = field(default_factory=PersonConfig)
     batched: bool = False
     name: str = "person"
     fields: dict[str, pa.DataType] = field(default_factory=lambda: {
-        "person_count": pa.int32(), "person_score": pa.float32(), "person_area": pa.float32()})
+        "person_count": pa.int32(), "person_score": pa.float32(), "person_area": pa.float32(),
+        **{f"person_{c}": pa.float32() for c in ("x1", "y1", "x2", "y2")}})
 
     def __call__(self, batch: Batch) -> dict[str, list]:
         out = _columns(self.fields, len(batch))
@@ -155,6 +175,10 @@ class PersonStage:
             if len(boxes):
                 best = int(np.argmax(areas))
                 out["person_score"][i], out["person_area"][i] = float(boxes[best, 4]), float(areas[best])
+                fh, fw = batch.size(i)  # the box in the file's pixels, whatever the working copy's size
+                scale = (fw / w, fh / h, fw / w, fh / h)
+                for c, v, k in zip(("x1", "y1", "x2", "y2"), boxes[best, :4], scale):
+                    out[f"person_{c}"][i] = float(v) * k
             if not len(boxes) or areas.max() < s.min_area_fraction:
                 out["reason"][i] = NO_PERSON
                 out["detail"][i] = (f"no person box with score >= {s.min_score}" if not len(boxes) else

@@ -16,7 +16,7 @@ from sapiens2.curate.engine import MANIFEST_SCHEMA, curate
 from sapiens2.curate.sources import MEMBER_SEP, collect_items
 from tests.curate.conftest import Counting, colour_detector, thumb_embedder
 
-CONFIG = CurateConfig(cluster=ClusterConfig(clusters=3, target=6), output=OutputConfig(shard_size=4, max_side=200))
+CONFIG = CurateConfig(cluster=ClusterConfig(levels=(3,), target=6), output=OutputConfig(shard_size=4, max_side=200))
 
 
 def _run(corpus, out, config=CONFIG, **kw):
