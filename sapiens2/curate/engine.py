@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from sapiens2.curate import cluster as clustering
 from sapiens2.curate import dedup
+from sapiens2.curate.clip_stage import ClipModels, ClipStage
 from sapiens2.curate.config import CurateConfig, fingerprint
 from sapiens2.curate.parts import columns_table, keys_hash, read_part, write_part
 from sapiens2.curate.phash import hashes_to_bytes
@@ -33,6 +34,8 @@ MANIFEST_SCHEMA = pa.schema([
     ("key", pa.string()), ("path", pa.string()),
     ("width", pa.int32()), ("height", pa.int32()),
     ("person_count", pa.int32()), ("person_score", pa.float32()), ("person_area", pa.float32()),
+    ("aesthetic", pa.float32()), ("photo_score", pa.float32()), ("text_score", pa.float32()),
+    ("clip_label", pa.string()),  # the realism prompt CLIP found closest
     ("phash", pa.string()),
     ("dedup_group", pa.string()),  # key of the member its duplicate group keeps
     ("cluster", pa.int32()),
@@ -67,17 +70,23 @@ class CurateResult:
 
 
 def build_stages(config: CurateConfig, detector: Detector | None, embedder: Embedder | None,
-                 detector_batched: bool = False) -> list[Stage]:
+                 detector_batched: bool = False,
+                 clip: ClipModels | Callable[[], ClipModels] | None = None) -> list[Stage]:
     """The batch stages `config` asks for, in order; a stage's model must be given when it is enabled.
-    `detector_batched`: the detector takes a list of images (see `PersonStage`)."""
+    `detector_batched`: the detector takes a list of images (see `PersonStage`). `clip`: the CLIP stage's
+    models, or a zero-argument loader of them (`clip_stage.clip_loader`)."""
     stages: list[Stage] = [DecodeStage(config.decode)]
     if config.person.enabled:
         if detector is None:
             raise ValueError("the person stage needs a detector ([person] enabled = false to skip it)")
         stages.append(PersonStage(detector, config.person, detector_batched))
+    if config.clip.enabled:
+        if clip is None:
+            raise ValueError("the clip stage needs CLIP models ([clip] enabled = false to skip it)")
+        stages.append(ClipStage(clip, config.clip, keep_embeddings=config.embeddings_from_clip()))
     if config.dedup.enabled:
         stages.append(PhashStage())
-    if config.needs_embeddings():
+    if config.needs_embeddings() and not config.embeddings_from_clip():
         if embedder is None:
             raise ValueError("deep dedup and clustering need an embedder ([dedup] deep = false and "
                              "[cluster] enabled = false to skip them)")
@@ -214,7 +223,7 @@ def assemble_manifest(items: Sequence[Item], tables: Sequence[pa.Table | None]) 
 
 def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None = None, *,
            detector: Detector | None = None, embedder: Embedder | None = None, resume: bool = False,
-           detector_batched: bool = False,
+           detector_batched: bool = False, clip: ClipModels | Callable[[], ClipModels] | None = None,
            shards: bool = True, report: bool = True,
            progress: Callable[[int, int], None] | None = None) -> CurateResult:
     """Curate `items` into `out`: ``manifest.parquet``, ``shards/*.tar``, ``report/index.html`` and the
@@ -226,7 +235,7 @@ def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None =
     if parts.exists() and any(parts.iterdir()) and not resume:
         raise FileExistsError(f"{out} already holds a curation run: pass --resume (resume=True) to continue "
                               "it, or choose another --out")
-    stages = build_stages(config, detector, embedder, detector_batched)
+    stages = build_stages(config, detector, embedder, detector_batched, clip)
     result = CurateResult(out / "manifest.parquet", pa.table({}))
     tables = run_batch_stages(items, stages, parts, config.engine.batch_size, config.decode.max_pixels, result,
                               config.engine.work_side, progress)

@@ -106,7 +106,10 @@ def write_report(items: Sequence[Item], result, folder: Path, config: CurateConf
     short = [min(r["width"], r["height"]) if r["width"] is not None else None for r in rows]
     hist = {"short side (px)": short,
             "person score": [r["person_score"] for r in rows],
-            "person area fraction": [r["person_area"] for r in rows]}
+            "person area fraction": [r["person_area"] for r in rows],
+            "aesthetic (LAION, 1-10)": [r["aesthetic"] for r in rows],
+            "photo score (P(photo), CLIP zero-shot)": [r["photo_score"] for r in rows],
+            "text score (P(text overlay))": [r["text_score"] for r in rows]}
     page = ["<!doctype html><meta charset='utf-8'><title>sapiens2 curate report</title>",
             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}</style>",
             f"<h1>Curation report</h1><p>{summary['inputs']} inputs, {summary['kept']} kept.</p>",

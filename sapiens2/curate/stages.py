@@ -27,7 +27,8 @@ Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 # Drop reasons, in stage order; the manifest's `reason` is the first that applies.
 DECODE, TOO_SMALL, NO_PERSON, DUPLICATE, BALANCE = "decode", "too_small", "no_person", "duplicate", "balance"
-REASONS = (DECODE, TOO_SMALL, NO_PERSON, DUPLICATE, BALANCE)
+NOT_PHOTO, TEXT_OVERLAY, LOW_AESTHETIC = "not_photo", "text_overlay", "low_aesthetic"  # the CLIP stage's
+REASONS = (DECODE, TOO_SMALL, NO_PERSON, NOT_PHOTO, TEXT_OVERLAY, LOW_AESTHETIC, DUPLICATE, BALANCE)
 
 
 def bounded(image: np.ndarray, max_side: int) -> np.ndarray:
