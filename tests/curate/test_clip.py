@@ -432,3 +432,49 @@ def test_curate_command_without_clip_weights_offline(clip_corpus, tmp_path):
     assert all("HF_HUB_OFFLINE=1" in line and "hf download" in line for line in lines)
     assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
 
+
+
+def test_strokes_text_detector_is_selectable(clip_corpus):
+    config = ClipConfig(text_detector="strokes", aesthetic=False)
+    out = ClipStage(_stand_in(config), config)(_batch([*clip_corpus.originals, *clip_corpus.text_overlays]))
+    n = len(clip_corpus.originals)
+    assert out["reason"][:n] == [None] * n and out["reason"][n:] == ["text_overlay"] * 3
+    assert all("(strokes)" in d for d in out["detail"][n:])
+
+
+# --- the strokes text detector ---------------------------------------------------------------------------
+
+def _rgb(path) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def test_strokes_detector_catches_planted_overlays_and_passes_the_rest(clip_corpus):
+    from sapiens2.curate.textdetect import text_lines, text_overlay_score
+
+    c = clip_corpus
+    for p in c.text_overlays:
+        assert text_overlay_score(_rgb(p)) > 0.6, p.name
+    clean = [*c.originals, *c.copies, *c.cartoons, *c.dull, *c.no_person]
+    scores = {p.name: text_overlay_score(_rgb(p)) for p in clean}
+    assert max(scores.values()) < 0.5, scores
+    meme = _rgb(next(p for p in c.text_overlays if "meme" in p.name))
+    tops = sorted(y / meme.shape[0] for _, y, _, _, _ in text_lines(meme))
+    assert tops[0] < 0.15 and tops[-1] > 0.8  # the top and the bottom line of the meme
+
+
+def test_strokes_detector_on_a_real_photo():
+    """The project's demo photo (an astronaut with patches and a flag) is clean; meme text on it is caught."""
+    from sapiens2.curate.textdetect import text_overlay_score
+    from tests.curate.conftest import outlined_text
+
+    photo = _rgb(Path(__file__).resolve().parents[2] / "sapiens2" / "data" / "demo" / "astronaut.jpg")
+    assert text_overlay_score(photo) < 0.5
+    meme = photo.copy()
+    outlined_text(meme, "me when the curation", (20, 40), 0.9, 2)
+    assert text_overlay_score(meme) > 0.6
+    import cv2
+
+    assert text_overlay_score(cv2.cvtColor(meme, cv2.COLOR_RGB2GRAY)) == text_overlay_score(meme)  # grey input
+    assert text_overlay_score(np.full((5, 7, 3), 128, np.uint8)) == 0.0
