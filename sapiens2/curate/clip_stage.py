@@ -12,13 +12,16 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from sapiens2.curate.config import ClipConfig
 from sapiens2.curate.stages import LOW_AESTHETIC, NOT_PHOTO, TEXT_OVERLAY, Batch, _columns
+
+if TYPE_CHECKING:
+    from sapiens2.fetch import CheckpointNotFoundError
 
 
 class ClipLike(Protocol):
@@ -39,7 +42,7 @@ class ClipModels:
     aesthetic: Callable[[np.ndarray], np.ndarray] | None = None
 
 
-def clip_files(config: ClipConfig) -> tuple[list[Path], list]:
+def clip_files(config: ClipConfig) -> tuple[list[Path], list[CheckpointNotFoundError]]:
     """The CLIP folder and the aesthetic head's file, found or fetched; and a `CheckpointNotFoundError` for each
     one that is missing (so a command can report every missing file at once)."""
     from sapiens2.curate.clip import aesthetic_head_file, clip_folder
@@ -95,7 +98,7 @@ class ClipStage:
     config: ClipConfig = field(default_factory=ClipConfig)
     keep_embeddings: bool = False
     name: str = "clip"
-    fields: dict[str, pa.DataType] = field(default_factory=dict)
+    fields: dict[str, pa.DataType] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.fields = {"aesthetic": pa.float32(), "photo_score": pa.float32(), "text_score": pa.float32(),
