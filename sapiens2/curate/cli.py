@@ -20,9 +20,10 @@ def add_curate_parser(sub: Any) -> None:
     p = sub.add_parser(
         "curate", help="filter, deduplicate and balance images into pretraining shards",
         description="Curate images (folders, globs, .txt lists, .tar shards) as Humans-1B was: decode and keep "
-                    "a short side >= 384 px, keep images with a prominent person (RTMDet), measure the head pose "
-                    "(Sapiens2 face keypoints; off by default), drop duplicates (perceptual hash, then "
-                    "Sapiens2-feature neighbours), cluster the embeddings (hierarchical k-means) and sample "
+                    "a short side >= 384 px, keep images with a prominent person (RTMDet), drop non-photos, "
+                    "text overlays and low aesthetic scores (CLIP zero-shot + the LAION aesthetic head), measure "
+                    "the head pose (Sapiens2 face keypoints; off by default), drop duplicates (perceptual hash, "
+                    "then Sapiens2-feature neighbours), cluster the embeddings (hierarchical k-means) and sample "
                     "evenly. Writes DIR/manifest.parquet (one row per input: measurements, dedup group, "
                     "cluster, kept or the reason), DIR/shards/*.tar and DIR/report/index.html. Thresholds "
                     "and stages: --config curate.toml, one table per stage (see README, Data curation).")
@@ -31,8 +32,9 @@ def add_curate_parser(sub: Any) -> None:
     p.add_argument("--config", metavar="TOML", help="stage settings (default: the documented defaults)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in DIR: every stage result already written is reused")
-    p.add_argument("--device", help="device of every model (default: [embed] device for the embedder and "
-                                    "detector, [head] device for the pose model)")
+    p.add_argument("--device", help="device of every model: detector, CLIP, embedder, pose (default: [clip] "
+                                    "device for CLIP, [head] device for the pose model, [embed] device for the "
+                                    "others)")
     p.add_argument("--allow-code", action="store_true",
                    help="open TorchScript / torch.export detector files, which carry code (only files you trust)")
     p.add_argument("--no-shards", dest="shards", action="store_false", help="write the manifest and report only")
@@ -85,7 +87,7 @@ def _cmd_curate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     from sapiens2.fetch import CheckpointNotFoundError, missing_report
 
-    detector = embedder = head = None
+    detector = embedder = clip = head = None
     missing: list[CheckpointNotFoundError] = []
     try:
         if config.person.enabled:
@@ -93,17 +95,24 @@ def _cmd_curate(args: argparse.Namespace) -> int:
                 detector = _detector(device, args.allow_code)
             except CheckpointNotFoundError as err:
                 missing.append(err)
+        if config.clip.enabled:
+            from sapiens2.curate.clip_stage import clip_files, load_clip_models
+
+            _, absent = clip_files(config.clip)  # every missing file first, before importing transformers
+            missing += absent
+            if not absent and not missing:
+                clip = load_clip_models(config.clip, args.device or config.clip.device)
         if config.head.enabled:
             try:
                 head = _head(config.head, args.device)
             except CheckpointNotFoundError as err:
                 missing.append(err)
-        if config.needs_embeddings():
+        if config.needs_embeddings() and not config.embeddings_from_clip():
             try:
                 embedder = BackboneEmbedder.load(config.embed.model, config.embed.size, device)
             except CheckpointNotFoundError as err:
                 missing.append(err)
-    except (OSError, ValueError, TypeError) as err:
+    except (OSError, ValueError, TypeError, ImportError) as err:
         print(f"sapiens2 curate: cannot load a model: {err}", file=sys.stderr)
         return EXIT_FAILED
     if missing:  # one line per file and one fix, as every command that needs weights says it
@@ -115,7 +124,7 @@ def _cmd_curate(args: argparse.Namespace) -> int:
 
     try:
         result = curate(items, args.out, config, detector=detector, embedder=embedder, resume=args.resume,
-                        detector_batched=detector is not None, head=head,
+                        detector_batched=detector is not None, clip=clip, head=head,
                         shards=args.shards, progress=progress)
     except FileExistsError as err:
         print(f"sapiens2 curate: {err}", file=sys.stderr)

@@ -35,15 +35,64 @@ class PersonConfig:
     min_area_fraction: float = 0.05
 
 
+#: Zero-shot prompt sets (CLIP's "a photo of ..." style). Realism: a person photographed, against what the
+#: paper filters out (renders, drawings, screenshots). Text: rendered overlays (captions, watermarks, memes).
+PHOTO_PROMPTS = ("a photo of a person", "a photo of people", "a candid photograph of a person",
+                 "a professional photograph of a person")
+NOT_PHOTO_PROMPTS = ("a cartoon", "a drawing", "a painting", "an anime illustration", "a 3D render",
+                     "a video game character", "a screenshot", "a clip art illustration")
+TEXT_PROMPTS = ("a photo with text overlay", "a photo with a caption", "a photo with a watermark",
+                "a meme with text")
+NO_TEXT_PROMPTS = ("a photo without text", "a clean photo with no writing")
+TEXT_DETECTORS = ("clip", "strokes")
+EMBED_SOURCES = ("sapiens2", "clip")
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """CLIP image embeddings -> LAION aesthetic score, zero-shot realism and text-overlay filters.
+
+    `model`: a hub id or a local folder of a transformers CLIP checkpoint (safetensors). The aesthetic head
+    is the LAION "improved aesthetic predictor" (an MLP trained on CLIP ViT-L/14 image embeddings, hence the
+    default model), the file `aesthetic_file` of the hub repo `aesthetic_repo` (`aesthetic_repo = ""`: a
+    local file). Its scale is AVA's 1-10; the LAION-Aesthetics V2 subsets were cut at 4.5, 5, 6 (and 6.25,
+    6.5). `min_aesthetic = 4.5`, their most permissive cut: the predictor prefers art and staged photos, so
+    a high cut would bias which people and scenes stay; 4.5 removes mostly blurred, dark and junk images.
+
+    Zero-shot: a softmax (CLIP's logit scale) over each prompt set; `photo_score` is the summed probability
+    of `photo_prompts`, `text_score` that of `text_prompts`. An image is dropped when its non-photo prompts
+    sum to more than 1 - `min_photo_score`, or its text prompts to more than `max_text_score` (0.5: the
+    likelier side wins). `text_detector = "strokes"` scores text overlays with a classical detector instead
+    (no weights; see `sapiens2.curate.textdetect`)."""
+
+    enabled: bool = True
+    model: str = "openai/clip-vit-large-patch14"
+    device: str = "cpu"
+    batch_size: int = 32
+    aesthetic: bool = True
+    aesthetic_repo: str = "camenduru/improved-aesthetic-predictor"
+    aesthetic_file: str = "sac+logos+ava1-l14-linearMSE.pth"
+    min_aesthetic: float = 4.5
+    photo_prompts: tuple[str, ...] = PHOTO_PROMPTS
+    not_photo_prompts: tuple[str, ...] = NOT_PHOTO_PROMPTS
+    min_photo_score: float = 0.5
+    text_detector: str = "clip"
+    text_prompts: tuple[str, ...] = TEXT_PROMPTS
+    no_text_prompts: tuple[str, ...] = NO_TEXT_PROMPTS
+    max_text_score: float = 0.5
+
+
 @dataclass(frozen=True)
 class EmbedConfig:
     """Image embeddings for deep dedup and clustering: pooled patch tokens of a Sapiens2 pretrain backbone.
 
-    `model` is an official name, hub id or file for `sapiens2.load`; images are squashed to `size` x `size`."""
+    `model` is an official name, hub id or file for `sapiens2.load`; images are squashed to `size` x `size`.
+    `source = "clip"` reuses the `[clip]` stage's image embeddings instead (no second model)."""
 
     model: str = "sapiens2-pretrain-0.4b"
     size: int = 224
     device: str = "cpu"
+    source: str = "sapiens2"
 
 
 @dataclass(frozen=True)
@@ -135,6 +184,7 @@ class EngineConfig:
 class CurateConfig:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
     person: PersonConfig = field(default_factory=PersonConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     dedup: DedupConfig = field(default_factory=DedupConfig)
@@ -171,13 +221,33 @@ class CurateConfig:
             (1 <= self.output.jpeg_quality <= 100, "output.jpeg_quality must be in [1, 100]"),
             (self.engine.batch_size >= 1, "engine.batch_size must be >= 1"),
             (self.engine.work_side >= 224, "engine.work_side must be >= 224"),
+            (self.clip.batch_size >= 1, "clip.batch_size must be >= 1"),
+            (0.0 <= self.clip.min_photo_score <= 1.0, "clip.min_photo_score must be in [0, 1]"),
+            (0.0 <= self.clip.max_text_score <= 1.0, "clip.max_text_score must be in [0, 1]"),
+            (self.clip.text_detector in TEXT_DETECTORS,
+             f"clip.text_detector must be one of {', '.join(TEXT_DETECTORS)}, got {self.clip.text_detector!r}"),
+            (bool(self.clip.model), "clip.model must name a hub id or a folder"),
+            (not self.clip.aesthetic or bool(self.clip.aesthetic_file),
+             "clip.aesthetic_file must name the aesthetic head's file (or set clip.aesthetic = false)"),
+            (self.embed.source in EMBED_SOURCES,
+             f"embed.source must be one of {', '.join(EMBED_SOURCES)}, got {self.embed.source!r}"),
+            (self.embed.source != "clip" or self.clip.enabled or not self.needs_embeddings(),
+             "embed.source = \"clip\" needs the [clip] stage (clip.enabled = true)"),
         ]
+        for name in ("photo_prompts", "not_photo_prompts", "text_prompts", "no_text_prompts"):
+            prompts = getattr(self.clip, name)
+            checks.append((bool(prompts) and all(isinstance(p, str) and p.strip() for p in prompts),
+                           f"clip.{name} must be a non-empty list of non-empty strings"))
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
 
     def needs_embeddings(self) -> bool:
         return (self.dedup.enabled and self.dedup.deep) or self.cluster.enabled
+
+    def embeddings_from_clip(self) -> bool:
+        """Whether dedup / clustering take the `[clip]` stage's embeddings (no embed stage of their own)."""
+        return self.needs_embeddings() and self.embed.source == "clip"
 
 
 def fingerprint(*sections: object) -> str:
@@ -213,10 +283,12 @@ def load_config(path: str | os.PathLike[str] | None) -> CurateConfig:
             if key not in known:
                 raise ValueError(f"{path}: unknown key {name}.{key}; expected one of {', '.join(known)}")
             want = known[key]
-            if want is tuple:
-                if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool)
+            if want is tuple:  # TOML arrays: the cluster levels (integers), the CLIP prompt lists (strings)
+                item = type(getattr(section, key)[0])
+                if not isinstance(value, list) or not all(isinstance(v, item) and not isinstance(v, bool)
                                                           for v in value):
-                    raise ValueError(f"{path}: {name}.{key} must be a list of integers, got {value!r}")
+                    noun = "integers" if item is int else "strings"
+                    raise ValueError(f"{path}: {name}.{key} must be a list of {noun}, got {value!r}")
                 table[key] = value = tuple(value)
             if want is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)

@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 
 from sapiens2.curate import cluster as clustering
 from sapiens2.curate import dedup
+from sapiens2.curate.clip_stage import ClipModels, ClipStage
 from sapiens2.curate.config import CurateConfig, fingerprint
 from sapiens2.curate.headpose import HeadLoader, HeadPoseStage, KeypointPredictor
 from sapiens2.curate.parts import columns_table, keys_hash, read_part, write_part
@@ -35,6 +36,8 @@ MANIFEST_SCHEMA = pa.schema([
     ("width", pa.int32()), ("height", pa.int32()),
     ("person_count", pa.int32()), ("person_score", pa.float32()), ("person_area", pa.float32()),
     ("person_x1", pa.float32()), ("person_y1", pa.float32()), ("person_x2", pa.float32()), ("person_y2", pa.float32()),
+    ("aesthetic", pa.float32()), ("photo_score", pa.float32()), ("text_score", pa.float32()),
+    ("clip_label", pa.string()),  # the realism prompt CLIP found closest
     ("head_yaw", pa.float32()), ("head_pitch", pa.float32()), ("head_roll", pa.float32()),  # degrees
     ("face_keypoints", pa.int32()), ("head_error", pa.float32()), ("head_status", pa.string()),
     ("phash", pa.string()),
@@ -73,16 +76,23 @@ class CurateResult:
 
 
 def build_stages(config: CurateConfig, detector: Detector | None, embedder: Embedder | None,
-                 detector_batched: bool = False, head: KeypointPredictor | HeadLoader | None = None
-                 ) -> list[Stage]:
+                 detector_batched: bool = False,
+                 clip: ClipModels | Callable[[], ClipModels] | None = None,
+                 head: KeypointPredictor | HeadLoader | None = None) -> list[Stage]:
     """The batch stages `config` asks for, in order; a stage's model must be given when it is enabled.
-    `detector_batched`: the detector takes a list of images (see `PersonStage`). `head`: the head stage's
-    keypoint predictor, or a `HeadLoader` building it on first use."""
+    `detector_batched`: the detector takes a list of images (see `PersonStage`). `clip`: the CLIP stage's
+    models, or a zero-argument loader of them (`clip_stage.clip_loader`). `head`: the head stage's keypoint
+    predictor, or a `HeadLoader` building it on first use. CLIP runs before the head stage: it is the
+    cheaper of the two, so the pose network sees only the images CLIP kept."""
     stages: list[Stage] = [DecodeStage(config.decode)]
     if config.person.enabled:
         if detector is None:
             raise ValueError("the person stage needs a detector ([person] enabled = false to skip it)")
         stages.append(PersonStage(detector, config.person, detector_batched))
+    if config.clip.enabled:
+        if clip is None:
+            raise ValueError("the clip stage needs CLIP models ([clip] enabled = false to skip it)")
+        stages.append(ClipStage(clip, config.clip, keep_embeddings=config.embeddings_from_clip()))
     if config.head.enabled:
         if head is None:
             raise ValueError("the head stage needs a keypoint predictor ([head] enabled = false to skip it)")
@@ -90,7 +100,7 @@ def build_stages(config: CurateConfig, detector: Detector | None, embedder: Embe
                       else HeadPoseStage(head, config.head))
     if config.dedup.enabled:
         stages.append(PhashStage())
-    if config.needs_embeddings():
+    if config.needs_embeddings() and not config.embeddings_from_clip():
         if embedder is None:
             raise ValueError("deep dedup and clustering need an embedder ([dedup] deep = false and "
                              "[cluster] enabled = false to skip them)")
@@ -239,7 +249,8 @@ def assemble_manifest(items: Sequence[Item], tables: Sequence[pa.Table | None]) 
 
 def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None = None, *,
            detector: Detector | None = None, embedder: Embedder | None = None, resume: bool = False,
-           detector_batched: bool = False, head: KeypointPredictor | HeadLoader | None = None,
+           detector_batched: bool = False, clip: ClipModels | Callable[[], ClipModels] | None = None,
+           head: KeypointPredictor | HeadLoader | None = None,
            shards: bool = True, report: bool = True,
            progress: Callable[[int, int], None] | None = None) -> CurateResult:
     """Curate `items` into `out`: ``manifest.parquet``, ``shards/*.tar``, ``report/index.html`` and the
@@ -251,7 +262,7 @@ def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None =
     if parts.exists() and any(parts.iterdir()) and not resume:
         raise FileExistsError(f"{out} already holds a curation run: pass --resume (resume=True) to continue "
                               "it, or choose another --out")
-    stages = build_stages(config, detector, embedder, detector_batched, head)
+    stages = build_stages(config, detector, embedder, detector_batched, clip, head)
     result = CurateResult(out / "manifest.parquet", pa.table({}))
     tables = run_batch_stages(items, stages, parts, config.engine.batch_size, config.decode.max_pixels, result,
                               config.engine.work_side, progress)

@@ -108,7 +108,10 @@ def write_report(items: Sequence[Item], result, folder: Path, config: CurateConf
     short = [min(r["width"], r["height"]) if r["width"] is not None else None for r in rows]
     hist = {"short side (px)": short,
             "person score": [r["person_score"] for r in rows],
-            "person area fraction": [r["person_area"] for r in rows]}
+            "person area fraction": [r["person_area"] for r in rows],
+            "aesthetic (LAION, 1-10)": [r["aesthetic"] for r in rows],
+            "photo score (P(photo), CLIP zero-shot)": [r["photo_score"] for r in rows],
+            "text score (P(text overlay))": [r["text_score"] for r in rows]}
     if any(r["head_status"] is not None for r in rows):
         hist.update({f"head {a} (degrees)": [r[f"head_{a}"] for r in rows] for a in ("yaw", "pitch", "roll")})
         hist["head fit error (of the face's size)"] = [r["head_error"] for r in rows]

@@ -27,8 +27,10 @@ Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 # Drop reasons, in stage order; the manifest's `reason` is the first that applies.
 DECODE, TOO_SMALL, NO_PERSON, DUPLICATE, BALANCE = "decode", "too_small", "no_person", "duplicate", "balance"
-NO_FACE, HEAD_POSE = "no_face", "head_pose"
-REASONS = (DECODE, TOO_SMALL, NO_PERSON, NO_FACE, HEAD_POSE, DUPLICATE, BALANCE)
+NOT_PHOTO, TEXT_OVERLAY, LOW_AESTHETIC = "not_photo", "text_overlay", "low_aesthetic"  # the CLIP stage's
+NO_FACE, HEAD_POSE = "no_face", "head_pose"  # the head stage's
+REASONS = (DECODE, TOO_SMALL, NO_PERSON, NOT_PHOTO, TEXT_OVERLAY, LOW_AESTHETIC, NO_FACE, HEAD_POSE, DUPLICATE,
+           BALANCE)
 
 
 def bounded(image: np.ndarray, max_side: int) -> np.ndarray:

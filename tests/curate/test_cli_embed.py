@@ -12,7 +12,7 @@ from sapiens2.cli import main
 from sapiens2.curate.embed import BackboneEmbedder
 from sapiens2.models import BackboneConfig, build_model
 
-NO_MODELS = "[person]\nenabled = false\n[dedup]\ndeep = false\n[cluster]\nenabled = false\n"
+NO_MODELS = "[person]\nenabled = false\n[clip]\nenabled = false\n[dedup]\ndeep = false\n[cluster]\nenabled = false\n"
 
 
 def test_building_the_parser_imports_nothing_heavy():
@@ -71,7 +71,7 @@ def test_backbone_embedder_pools_patch_tokens():
 
 
 def test_curate_command_without_weights_says_what_to_download(corpus, tmp_path):
-    """The default detector and embedder, no weights and no hub: one line per file, one fix, exit 2."""
+    """The default detector, CLIP, aesthetic head and embedder, no weights and no hub: one line per file, exit 2."""
     import os
     from pathlib import Path
 
@@ -86,6 +86,6 @@ def test_curate_command_without_weights_says_what_to_download(corpus, tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert [line.split()[2] for line in lines if line.startswith("missing: ")] == [
-        "(rtmdet-m-person):", "(sapiens2-pretrain-0.4b):"]
+        "(rtmdet-m-person):", "(CLIP,", "(aesthetic", "(sapiens2-pretrain-0.4b):"]
     assert "sapiens2 download rtmdet-m-person sapiens2-pretrain-0.4b" in lines[-1]
     assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sapiens2.curate.config import (
-    ClusterConfig, CurateConfig, DedupConfig, HeadConfig, PersonConfig, load_config,
+    ClipConfig, ClusterConfig, CurateConfig, DedupConfig, HeadConfig, PersonConfig, load_config,
 )
 from sapiens2.curate.engine import MANIFEST_SCHEMA, curate
 from sapiens2.curate.headpose import (
@@ -128,7 +128,7 @@ class FacePredictor:
 
 
 HEAD_ONLY = CurateConfig(head=HeadConfig(enabled=True), dedup=DedupConfig(deep=False),
-                         cluster=ClusterConfig(enabled=False))
+                         cluster=ClusterConfig(enabled=False), clip=ClipConfig(enabled=False))
 
 
 def _curate(corpus, out, config=HEAD_ONLY, predictor=None, **kw):
@@ -266,7 +266,8 @@ def test_head_defaults():
     assert (head.max_abs_yaw, head.max_abs_pitch) == (180.0, 90.0)  # no filtering
 
 
-NO_MODELS_BUT_HEAD = "[person]\nenabled = false\n[dedup]\ndeep = false\n[cluster]\nenabled = false\n[head]\nenabled = true\n"
+NO_MODELS_BUT_HEAD = ("[person]\nenabled = false\n[clip]\nenabled = false\n[dedup]\ndeep = false\n"
+                      "[cluster]\nenabled = false\n[head]\nenabled = true\n")
 
 
 def test_the_command_runs_the_head_stage(corpus, tmp_path, monkeypatch, capsys):

@@ -9,7 +9,7 @@ import pytest
 from sapiens2.curate.cluster import (
     check_levels, hierarchical_kmeans, hierarchical_sample, leaf_quotas, yaw_bins,
 )
-from sapiens2.curate.config import ClusterConfig, CurateConfig, DedupConfig, HeadConfig, load_config
+from sapiens2.curate.config import ClipConfig, ClusterConfig, CurateConfig, DedupConfig, HeadConfig, load_config
 from sapiens2.curate.engine import curate
 from sapiens2.curate.sources import collect_items
 from tests.curate.conftest import colour_detector, thumb_embedder
@@ -131,7 +131,7 @@ def test_bad_levels_are_clear_errors(tmp_path):
 def test_the_engine_records_leaf_and_top_clusters_and_sizes_per_level(corpus, tmp_path):
     from tests.curate.test_headpose import FacePredictor
 
-    config = CurateConfig(head=HeadConfig(enabled=True), dedup=DedupConfig(),
+    config = CurateConfig(head=HeadConfig(enabled=True), dedup=DedupConfig(), clip=ClipConfig(enabled=False),
                           cluster=ClusterConfig(levels=(4, 2), target=6, balance_yaw_bins=3))
     items = collect_items([str(p) for p in corpus.originals])
     result = curate(items, tmp_path, config, detector=colour_detector,

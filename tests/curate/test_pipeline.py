@@ -11,12 +11,16 @@ import pyarrow.parquet as pq
 import pytest
 
 from sapiens2.curate.cluster import balanced_quota
-from sapiens2.curate.config import ClusterConfig, CurateConfig, DedupConfig, OutputConfig, PersonConfig
+from sapiens2.curate.config import (
+    ClipConfig, ClusterConfig, CurateConfig, DedupConfig, OutputConfig, PersonConfig,
+)
 from sapiens2.curate.engine import MANIFEST_SCHEMA, curate
 from sapiens2.curate.sources import MEMBER_SEP, collect_items
 from tests.curate.conftest import Counting, colour_detector, thumb_embedder
 
-CONFIG = CurateConfig(cluster=ClusterConfig(levels=(3,), target=6), output=OutputConfig(shard_size=4, max_side=200))
+NO_CLIP = ClipConfig(enabled=False)  # the CLIP stage has its own tests (test_clip.py)
+CONFIG = CurateConfig(cluster=ClusterConfig(levels=(3,), target=6), output=OutputConfig(shard_size=4, max_side=200),
+                      clip=NO_CLIP)
 
 
 def _run(corpus, out, config=CONFIG, **kw):
@@ -141,7 +145,7 @@ def test_resume_recomputes_nothing_and_a_new_threshold_only_what_follows(corpus,
 
 
 def test_disabled_stages_leave_their_columns_null(corpus, tmp_path):
-    config = CurateConfig(person=PersonConfig(enabled=False), dedup=DedupConfig(deep=False),
+    config = CurateConfig(person=PersonConfig(enabled=False), dedup=DedupConfig(deep=False), clip=NO_CLIP,
                           cluster=ClusterConfig(enabled=False))
     result = curate(collect_items([str(corpus.root)]), tmp_path, config, shards=False, report=False)
     rows = result.table.to_pylist()
@@ -155,8 +159,10 @@ def test_disabled_stages_leave_their_columns_null(corpus, tmp_path):
 def test_missing_models_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="needs a detector"):
         curate([], tmp_path, CurateConfig())
-    with pytest.raises(ValueError, match="need an embedder"):
+    with pytest.raises(ValueError, match="needs CLIP models"):
         curate([], tmp_path, CurateConfig(), detector=colour_detector)
+    with pytest.raises(ValueError, match="need an embedder"):
+        curate([], tmp_path, CurateConfig(clip=NO_CLIP), detector=colour_detector)
 
 
 def test_tar_shard_members_are_sources(corpus, tmp_path):
@@ -168,7 +174,7 @@ def test_tar_shard_members_are_sources(corpus, tmp_path):
         tar.add(Path(__file__), arcname="x/readme.py")  # not an image: not an item
     items = collect_items([str(shard)])
     assert [it.path for it in items] == [f"{shard}{MEMBER_SEP}x/{p.name}" for p in picks]
-    config = CurateConfig(dedup=DedupConfig(deep=False), cluster=ClusterConfig(enabled=False))
+    config = CurateConfig(dedup=DedupConfig(deep=False), cluster=ClusterConfig(enabled=False), clip=NO_CLIP)
     result = curate(items, tmp_path / "out", config, detector=colour_detector, report=False)
     assert [r["reason"] for r in result.table.to_pylist()] == [None, "too_small", "decode"]
     assert len(list((tmp_path / "out" / "shards").glob("*.tar"))) == 1

@@ -3,7 +3,7 @@ import tarfile
 
 import pytest
 
-from sapiens2.curate.config import ClusterConfig, CurateConfig, DedupConfig, PersonConfig
+from sapiens2.curate.config import ClipConfig, ClusterConfig, CurateConfig, DedupConfig, PersonConfig
 from sapiens2.curate.engine import curate
 from sapiens2.curate.sources import collect_items, item_key
 from sapiens2.io.inputs import MissingInputsError
@@ -37,7 +37,7 @@ def test_a_file_gone_after_listing_is_a_row_not_a_crash(corpus, tmp_path):
     items = collect_items([str(src)])
     (src / corpus.originals[0].name).unlink()
     config = CurateConfig(person=PersonConfig(enabled=False), dedup=DedupConfig(deep=False),
-                          cluster=ClusterConfig(enabled=False))
+                          cluster=ClusterConfig(enabled=False), clip=ClipConfig(enabled=False))
     rows = curate(items, tmp_path / "out", config).table.to_pylist()
     assert rows[0]["reason"] == "decode" and rows[0]["detail"].startswith("UnreadableImageError")
     assert rows[1]["kept"]
