@@ -112,7 +112,7 @@ def _probe(endpoint: str) -> str | None:
     except ImportError:  # pragma: no cover - a declared dependency
         return "huggingface_hub is not installed"
     try:
-        with _quiet_hub():
+        with quiet_hub():
             get_session().head(endpoint, timeout=PROBE_TIMEOUT_S)
     except Exception as e:  # noqa: BLE001 - any failure to get an answer means: not reachable now
         return _unreachable_reason(endpoint, e)
@@ -126,7 +126,7 @@ def _unreachable_reason(endpoint: str, error: BaseException) -> str:
 
 
 @contextmanager
-def _quiet_hub() -> Iterator[None]:
+def quiet_hub() -> Iterator[None]:
     """The hub library logs every retry ('Retrying in 8s [Retry 5/5]'); our own message says what matters."""
     logger = logging.getLogger("huggingface_hub")
     level = logger.level
@@ -155,16 +155,16 @@ def download(info: ModelInfo) -> Path:
     from huggingface_hub import hf_hub_download
 
     try:
-        with _quiet_hub():
+        with quiet_hub():
             return Path(hf_hub_download(info.repo, info.filename))
     except Exception as e:  # noqa: BLE001 - offline, no network, no such repo, gated...: one clear error
-        reason, unreachable = _hub_failure(e)
+        reason, unreachable = hub_failure(e)
         if unreachable:
             _reachability[hub_endpoint()] = reason
         raise not_found(info, reason) from None
 
 
-def _hub_failure(error: BaseException) -> tuple[str, bool]:
+def hub_failure(error: BaseException) -> tuple[str, bool]:
     """Our one-line reason for a failed download, and whether it means the hub is unreachable.
 
     Matched by class name so that it holds across huggingface_hub versions (whose exception classes moved).

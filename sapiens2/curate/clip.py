@@ -91,15 +91,15 @@ def clip_folder(model: str) -> Path:
                                       "(owner/name); [clip] model names one or the other")
     from huggingface_hub import snapshot_download
 
-    from sapiens2.fetch import _hub_failure, _quiet_hub, hub_unreachable
+    from sapiens2.fetch import hub_failure, quiet_hub, hub_unreachable
 
     reason = hub_unreachable()
     try:
-        with _quiet_hub():
+        with quiet_hub():
             folder = Path(snapshot_download(model, allow_patterns=list(HUB_PATTERNS),
                                             local_files_only=reason is not None))
     except Exception as e:  # noqa: BLE001 - offline, no network, no such repo...: one clear line
-        raise _hub_missing("CLIP", model, CLIP_FILES, reason or _hub_failure(e)[0]) from None
+        raise _hub_missing("CLIP", model, CLIP_FILES, reason or hub_failure(e)[0]) from None
     missing = missing_clip_files(folder)
     if missing:
         why = reason or f"the hub repo has no {', '.join(missing)} (safetensors weights are required)"
@@ -117,7 +117,7 @@ def aesthetic_head_file(repo: str, filename: str) -> Path:
         return path
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    from sapiens2.fetch import _hub_failure, _quiet_hub, hub_unreachable
+    from sapiens2.fetch import hub_failure, quiet_hub, hub_unreachable
 
     reason = hub_unreachable()
     if reason is not None:
@@ -126,10 +126,10 @@ def aesthetic_head_file(repo: str, filename: str) -> Path:
             return Path(found)
         raise _hub_missing("aesthetic head", repo, [filename], reason)
     try:
-        with _quiet_hub():
+        with quiet_hub():
             return Path(hf_hub_download(repo, filename))
     except Exception as e:  # noqa: BLE001
-        raise _hub_missing("aesthetic head", repo, [filename], _hub_failure(e)[0]) from None
+        raise _hub_missing("aesthetic head", repo, [filename], hub_failure(e)[0]) from None
 
 
 # --- preprocessing --------------------------------------------------------------------------------------
