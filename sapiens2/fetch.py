@@ -209,8 +209,8 @@ def missing_report(errors: Sequence[CheckpointNotFoundError]) -> str:
         hf = "; ".join(f"`hf download {i.repo} {i.filename}`" for i in infos)
         roots = ", ".join(sorted({f"${_root_variable(i)}" for i in infos}))
         lines.append(f"Get {'it' if len(infos) == 1 else 'them'} when online with `sapiens2 download {names}` "
-                     f"(or {hf}), or put the files at the paths above ({roots} sets the root). "
-                     "Set HF_HUB_OFFLINE=1 to skip the hub.")
+                     f"(or {hf}), or put the files at the paths above ({roots} sets the root)."
+                     + ("" if hub_offline() else " Set HF_HUB_OFFLINE=1 to skip the hub."))
     return "\n".join(lines)
 
 

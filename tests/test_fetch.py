@@ -164,3 +164,12 @@ def test_the_report_for_several_files_gives_one_line_each_and_one_fix(online_hom
     assert "`sapiens2 download sapiens2-pose-0.4b sapiens2-seg-1b sapiens-depth-0.3b`" in fix
     assert "hf download facebook/sapiens2-seg-1b sapiens2_1b_seg.safetensors" in fix
     assert "$SAPIENS_CHECKPOINT_ROOT" in fix and "$SAPIENS_V1_CHECKPOINT_ROOT" in fix and "HF_HUB_OFFLINE=1" in fix
+
+
+def test_the_report_suggests_offline_mode_only_when_it_is_off(online_homes, monkeypatch):
+    monkeypatch.setattr(fetch, "_probe", lambda endpoint: "the model hub cannot be reached (test)")
+    with pytest.raises(CheckpointNotFoundError) as e:
+        download(find_model(NAMES[0]))
+    assert missing_report([e.value]).endswith("Set HF_HUB_OFFLINE=1 to skip the hub.")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert "HF_HUB_OFFLINE" not in missing_report([e.value]) and missing_report([e.value]).endswith("sets the root).")
