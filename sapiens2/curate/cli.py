@@ -34,15 +34,66 @@ def add_curate_parser(sub: Any) -> None:
     p.add_argument("--allow-code", action="store_true",
                    help="open TorchScript / torch.export detector files, which carry code (only files you trust)")
     p.add_argument("--no-shards", dest="shards", action="store_false", help="write the manifest and report only")
+    g = p.add_argument_group("engine (as `sapiens2 run --engine ray`)")
+    g.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local: batches one after the other in this process (default); ray: the same stages as "
+                        "a Ray Data job (model stages as actor pools), the same parts, manifest and shards")
+    g.add_argument("--ray-address", metavar="ADDRESS",
+                   help="ray: the cluster to join (auto: this machine's); default: start a local Ray")
+    g.add_argument("--actors", type=_whole, default=1, metavar="N",
+                   help="ray: actors per model stage (detector, embedder), each with its own copy (default 1)")
+    g.add_argument("--gpus-per-actor", type=float, default=None, metavar="G",
+                   help="ray: GPUs each actor reserves (default 1 when the cluster has GPUs, else 0)")
+    g.add_argument("--cpus-per-actor", type=float, default=1.0, metavar="C",
+                   help="ray: CPUs each actor reserves; leave some for decoding (default 1)")
     p.set_defaults(func=_cmd_curate)
 
 
-def _detector(device: str, allow_code: bool):
+def _whole(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+DETECTOR = "rtmdet-m-person"
+
+
+def load_detector(model: str, device: str, allow_code: bool):
+    """The RTMDet person detector from a name or file (a `Loader` target: runs where the stage runs)."""
     from sapiens2.detect import PersonDetector
     from sapiens2.hub import resolve
 
-    path, _ = resolve("rtmdet-m-person")
+    path, _ = resolve(model)
     return PersonDetector.from_file(path, device=device, allow_code=allow_code)
+
+
+def _model_loaders(config: Any, device: str, allow_code: bool, check_here: bool) -> tuple[Any, Any, list]:
+    """Loaders of the models `config` needs, and the missing files. `check_here`: the models are built on
+    this machine, so resolve (and fetch) their files now and give the loaders the paths; a cluster's nodes
+    resolve the names themselves."""
+    from sapiens2.curate.embed import BackboneEmbedder
+    from sapiens2.curate.stages import Loader
+    from sapiens2.fetch import CheckpointNotFoundError
+    from sapiens2.hub import resolve
+
+    missing: list[CheckpointNotFoundError] = []
+
+    def where(name: str) -> str | None:
+        if not check_here:
+            return name
+        try:
+            return str(resolve(name)[0])
+        except CheckpointNotFoundError as err:
+            missing.append(err)
+            return None
+
+    detector = embedder = None
+    if config.person.enabled and (path := where(DETECTOR)):
+        detector = Loader.of(load_detector, path, device, allow_code)
+    if config.needs_embeddings() and (path := where(config.embed.model)):
+        embedder = Loader.of(BackboneEmbedder.load, path, config.embed.size, device)
+    return detector, embedder, missing
 
 
 def _cmd_curate(args: argparse.Namespace) -> int:
@@ -60,34 +111,35 @@ def _cmd_curate(args: argparse.Namespace) -> int:
     except ImportError as err:
         print(f"sapiens2 curate: {err.name} is missing: pip install 'sapiens2[curate]'", file=sys.stderr)
         return EXIT_FAILED
-    from sapiens2.curate.embed import BackboneEmbedder
     from sapiens2.curate.engine import curate
+    from sapiens2.curate.ray_engine import CurateJobFailed, RayOptions
     from sapiens2.curate.sources import collect_items
+    from sapiens2.curate.stages import ModelLoadError
 
     device = args.device or config.embed.device
     try:
+        ray = None if args.engine == "local" else RayOptions(args.ray_address, actors=args.actors,
+                                                             cpus_per_actor=args.cpus_per_actor,
+                                                             gpus_per_actor=args.gpus_per_actor)
         items = collect_items(args.sources)
     except (MissingInputsError, ValueError) as err:
         print(f"sapiens2 curate: {err}", file=sys.stderr)
         return EXIT_USAGE
-    from sapiens2.fetch import CheckpointNotFoundError, missing_report
+    if ray is not None:
+        try:
+            import ray as _  # noqa: F401
+        except ImportError:
+            print("sapiens2 curate: ray is missing: pip install 'sapiens2[ray]'", file=sys.stderr)
+            return EXIT_FAILED
+    from sapiens2.fetch import missing_report
+    from sapiens2.hub import UnknownModelError
 
-    detector = embedder = None
-    missing: list[CheckpointNotFoundError] = []
     try:
-        if config.person.enabled:
-            try:
-                detector = _detector(device, args.allow_code)
-            except CheckpointNotFoundError as err:
-                missing.append(err)
-        if config.needs_embeddings():
-            try:
-                embedder = BackboneEmbedder.load(config.embed.model, config.embed.size, device)
-            except CheckpointNotFoundError as err:
-                missing.append(err)
-    except (OSError, ValueError, TypeError) as err:
-        print(f"sapiens2 curate: cannot load a model: {err}", file=sys.stderr)
-        return EXIT_FAILED
+        detector, embedder, missing = _model_loaders(config, device, args.allow_code,
+                                                     check_here=not args.ray_address)
+    except (UnknownModelError, OSError) as err:
+        print(f"sapiens2 curate: {err}", file=sys.stderr)
+        return EXIT_USAGE
     if missing:  # one line per file and one fix, as every command that needs weights says it
         print(missing_report(missing), file=sys.stderr)
         return EXIT_USAGE
@@ -98,10 +150,13 @@ def _cmd_curate(args: argparse.Namespace) -> int:
     try:
         result = curate(items, args.out, config, detector=detector, embedder=embedder, resume=args.resume,
                         detector_batched=detector is not None,
-                        shards=args.shards, progress=progress)
+                        shards=args.shards, progress=progress, ray=ray)
     except FileExistsError as err:
         print(f"sapiens2 curate: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except (ModelLoadError, CurateJobFailed) as err:
+        print(f"sapiens2 curate: {err}", file=sys.stderr)
+        return EXIT_FAILED
     reasons = result.table["reason"].value_counts().to_pylist()
     dropped = ", ".join(f"{r['values']} {r['counts']}" for r in reasons if r["values"] is not None)
     print(f"{len(items)} images, {result.kept} kept" + (f"; dropped: {dropped}" if dropped else ""))
