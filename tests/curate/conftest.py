@@ -108,4 +108,22 @@ def corpus(tmp_path_factory) -> Corpus:
     return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-__all__ = ["Corpus", "Counting", "colour_detector", "make_corpus", "scene", "thumb_embedder"]
+__all__ = ["Corpus", "Counting", "colour_detector", "load_broken_detector", "load_colour_detector",
+           "load_thumb_embedder", "make_corpus", "scene", "thumb_embedder"]
+
+
+def load_colour_detector():
+    """A `Loader` target for the stand-in detector (module-level, so Ray workers import it by name)."""
+    return colour_detector
+
+
+def load_thumb_embedder():
+    """A `Loader` target for the stand-in embedder."""
+    return thumb_embedder
+
+
+def load_broken_detector():
+    """A `Loader` target whose detector fails on every batch."""
+    def broken(images):
+        raise ValueError("the stand-in detector is broken")
+    return broken

@@ -1,0 +1,57 @@
+"""The model-loader convention: a stage's model given as a picklable `Loader` is built once, on first use, in
+the process that runs the stage; one that cannot be built is a clear error naming it."""
+
+import pickle
+
+import pytest
+
+from sapiens2.cli import main
+from sapiens2.curate.config import ClusterConfig, CurateConfig, DedupConfig
+from sapiens2.curate.engine import curate
+from sapiens2.curate.sources import collect_items
+from sapiens2.curate.stages import Loader, ModelLoadError, PersonStage, built
+from tests.curate.conftest import colour_detector
+
+BUILT: list[str] = []
+
+
+def counted_detector(tag: str):
+    BUILT.append(tag)
+    return colour_detector
+
+
+def missing_model(path: str):
+    raise FileNotFoundError(f"{path}: no such checkpoint file")
+
+
+def test_a_loader_travels_by_pickle_and_builds_its_model():
+    loader = Loader.of(counted_detector, "x")
+    assert pickle.loads(pickle.dumps(loader)) == loader
+    assert built(loader) is colour_detector and built(colour_detector) is colour_detector
+    stage = pickle.loads(pickle.dumps(PersonStage(loader)))
+    assert stage.holds_model and isinstance(stage.detector, Loader)
+
+
+def test_the_local_engine_builds_each_model_once_on_first_use(corpus, tmp_path):
+    BUILT.clear()
+    config = CurateConfig(dedup=DedupConfig(deep=False), cluster=ClusterConfig(enabled=False))
+    items = collect_items([str(corpus.root)])
+    curate(items, tmp_path, config, detector=Loader.of(counted_detector, "d"), shards=False, report=False)
+    assert BUILT == ["d"]
+    BUILT.clear()  # a resumed run that computes nothing never builds the model
+    curate(items, tmp_path, config, detector=Loader.of(counted_detector, "d"), resume=True, shards=False,
+           report=False)
+    assert BUILT == []
+
+
+def test_a_model_that_cannot_be_built_names_its_loader(corpus, tmp_path):
+    config = CurateConfig(dedup=DedupConfig(deep=False), cluster=ClusterConfig(enabled=False))
+    with pytest.raises(ModelLoadError, match=r"cannot load a model \(missing_model\): w.pt: no such checkpoint"):
+        curate(collect_items([str(corpus.root)]), tmp_path, config, detector=Loader.of(missing_model, "w.pt"),
+               report=False)
+
+
+def test_ray_options_are_checked_by_the_parser(corpus, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["curate", str(corpus.root), "--out", str(tmp_path), "--engine", "ray", "--actors", "0"])
+    assert exit_.value.code == 2 and "--actors: must be >= 1" in capsys.readouterr().err
