@@ -7,6 +7,7 @@ faiss and torch are imported when the command runs (they come with `pip install 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from typing import Any
 
@@ -125,12 +126,9 @@ def _cmd_curate(args: argparse.Namespace) -> int:
     except (MissingInputsError, ValueError) as err:
         print(f"sapiens2 curate: {err}", file=sys.stderr)
         return EXIT_USAGE
-    if ray is not None:
-        try:
-            import ray as _  # noqa: F401
-        except ImportError:
-            print("sapiens2 curate: ray is missing: pip install 'sapiens2[ray]'", file=sys.stderr)
-            return EXIT_FAILED
+    if ray is not None and importlib.util.find_spec("ray") is None:
+        print("sapiens2 curate: ray is missing: pip install 'sapiens2[ray]'", file=sys.stderr)
+        return EXIT_FAILED
     from sapiens2.fetch import missing_report
     from sapiens2.hub import UnknownModelError
 

@@ -262,6 +262,18 @@ def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None =
         raise FileExistsError(f"{out} already holds a curation run: pass --resume (resume=True) to continue "
                               "it, or choose another --out")
     stages = build_stages(config, detector, embedder, detector_batched)
+    if ray is None:
+        return _finish(items, out, config, stages, shards, report, progress, None)
+    from sapiens2.curate import ray_engine
+
+    with ray_engine.session(ray):
+        return _finish(items, out, config, stages, shards, report, progress, ray)
+
+
+def _finish(items: Sequence[Item], out: Path, config: CurateConfig, stages: Sequence[Stage], shards: bool,
+            report: bool, progress: Callable[[int, int], None] | None, ray: RayOptions | None) -> CurateResult:
+    """The batch stages (on either engine), then the same corpus-wide steps, manifest, shards and report."""
+    parts = out / "parts"
     result = CurateResult(out / "manifest.parquet", pa.table({}))
     if ray is None:
         tables = run_batch_stages(items, stages, parts, config.engine.batch_size, config.decode.max_pixels,
@@ -286,7 +298,10 @@ def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None =
     if shards:
         from sapiens2.curate.shards import write_shards
 
-        write_shards(items, result.table, out / "shards", config.output, config.decode.max_pixels)
+        run = None
+        if ray is not None:
+            from sapiens2.curate.ray_engine import shard_tasks as run  # one Ray task per shard
+        write_shards(items, result.table, out / "shards", config.output, config.decode.max_pixels, run)
     if report:
         from sapiens2.curate.report import write_report
 

@@ -16,15 +16,16 @@ as CPU tasks. Decoded pixels (shrunk to ``[engine] work_side``) travel with the 
 are dropped before the driver collects the batch's tables.
 
 The corpus-wide steps need every row at once and stay on the driver: `engine.curate` runs them on the tables
-this returns. The reusable stage runner, `connect` and the failure rows come from `sapiens2.runner.ray_stages`
+this returns, then writes the shards with one Ray task per shard (`shard_tasks`) and the report. The reusable stage runner, `connect` and the failure rows come from `sapiens2.runner.ray_stages`
 (as for `sapiens2 run --engine ray`): a batch whose stage raises fails alone, every other batch still writes
 its parts, and the job then stops with `CurateJobFailed` naming the batch, the stage and why.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ from sapiens2.curate.stages import Batch, Stage
 from sapiens2.runner.ray_stages import Stage as RayStage
 from sapiens2.runner.ray_stages import connect, dataset_of, iter_rows, run_stages
 
-__all__ = ["CurateJobFailed", "RayOptions", "run_batch_stages_ray"]
+__all__ = ["CurateJobFailed", "RayOptions", "map_tasks", "run_batch_stages_ray", "session", "shard_tasks"]
 
 
 class CurateJobFailed(RuntimeError):
@@ -171,3 +172,52 @@ def run_batch_stages_ray(items: Sequence[Item], stages: Sequence[Stage], parts: 
             result.record(name, rows, seconds)
     return {name: pa.concat_tables(ts) if ts else None for name, ts in tables.items()}
 
+
+
+@contextlib.contextmanager
+def session(options: RayOptions) -> Iterator[None]:
+    """Ray for the length of a curation run: joined (`options.address`) or started here, and then stopped."""
+    import ray
+    import ray.data
+
+    started = connect(options.address, options.num_cpus)
+    try:
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _each(fn: Callable[[Any], Any]) -> Callable[[list[Any]], list[Any]]:
+    return lambda values: [fn(v) for v in values]
+
+
+def map_tasks(name: str, fn: Callable[[Any], Any], jobs: Sequence[Any], keys: Sequence[str]) -> list[Any]:
+    """`[fn(job) for job in jobs]` as Ray tasks, one job each (`fn` importable by name, jobs picklable); a job
+    that raises fails alone, and then `CurateJobFailed` names it after the others are done."""
+    import ray.exceptions
+
+    if not jobs:
+        return []
+    results: dict[str, Any] = {}
+    failed: list[str] = []
+    try:
+        for row in iter_rows(run_stages(dataset_of(list(keys), list(jobs), rows_per_block=1),
+                                        [RayStage(name, functools.partial(_each, fn), batch_size=1)])):
+            if row.failure is None:
+                results[row.key] = row.value
+            else:
+                failed.append(f"{row.key}: {row.failure.error_type}: {row.failure.reason}")
+    except ray.exceptions.RayError as err:
+        from sapiens2.runner.ray_engine import _first_line
+
+        raise CurateJobFailed(f"the Ray job stopped while writing ({_first_line(err)})") from err
+    if failed:
+        raise CurateJobFailed(f"{len(failed)} of {len(jobs)} {name} tasks failed; {failed[0]}")
+    return [results[k] for k in keys]
+
+
+def shard_tasks(fn: Callable[[Any], Any], jobs: Sequence[Any]) -> list[Any]:
+    """`shards.write_shards`'s `run` on Ray: each shard written by its own task (`shards.write_shard_of`)."""
+    return map_tasks("shard", fn, jobs, [job.path.name for job in jobs])
