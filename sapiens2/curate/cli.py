@@ -44,7 +44,8 @@ def add_curate_parser(sub: Any) -> None:
     g.add_argument("--actors", type=_whole, default=1, metavar="N",
                    help="ray: actors per model stage (detector, embedder), each with its own copy (default 1)")
     g.add_argument("--gpus-per-actor", type=float, default=None, metavar="G",
-                   help="ray: GPUs each actor reserves (default 1 when the cluster has GPUs, else 0)")
+                   help="ray: GPUs each actor reserves (default: the cluster's GPUs shared by all the actors, "
+                        "at most 1 each; 0 without GPUs)")
     g.add_argument("--cpus-per-actor", type=float, default=1.0, metavar="C",
                    help="ray: CPUs each actor reserves; leave some for decoding (default 1)")
     p.set_defaults(func=_cmd_curate)

@@ -49,8 +49,8 @@ class CurateJobFailed(RuntimeError):
 @dataclass(frozen=True)
 class RayOptions:
     """Where and how wide: `address` of a cluster ("auto": this machine's; None: start a local Ray with
-    `num_cpus`), `actors` per model stage, and what each actor reserves (`gpus_per_actor` None: 1 when
-    the cluster has GPUs, else 0)."""
+    `num_cpus`), `actors` per model stage, and what each actor reserves (`gpus_per_actor` None: the
+    cluster's GPUs shared by all actors, at most one each; see `gpus_per_actor`)."""
 
     address: str | None = None
     num_cpus: int | None = None
@@ -107,13 +107,28 @@ def ray_stages(stages: Sequence[Stage], folders: Sequence[Path], options: RayOpt
     return out
 
 
-def _check_resources(stages: Sequence[RayStage], cpus: float) -> None:
-    """Actor pools hold their CPUs for the whole job: the CPU stages need at least one left over."""
+def gpus_per_actor(options: RayOptions, model_stages: int, cluster_gpus: float) -> float:
+    """`options.gpus_per_actor`, or by default the cluster's GPUs shared evenly by every actor of every model
+    stage, at most one each (8 GPUs, 8 actors, detector + embedder: half a GPU per actor)."""
+    if options.gpus_per_actor is not None:
+        return options.gpus_per_actor
+    if cluster_gpus <= 0 or model_stages == 0:
+        return 0.0
+    return min(1.0, cluster_gpus / (options.actors * model_stages))
+
+
+def _check_resources(stages: Sequence[RayStage], cpus: float, gpus: float) -> None:
+    """Actor pools hold their CPUs and GPUs for the whole job: they must fit, with a CPU left for the tasks
+    (an actor pool that does not fit would wait for resources forever)."""
     held = sum(s.actors * s.num_cpus for s in stages if s.actors)
     if held and held > cpus - 1:
         raise CurateJobFailed(f"the model stages' actors reserve {held:g} CPUs of the cluster's {cpus:g}, leaving "
-                         "less than one for decoding and hashing: use fewer --actors or a smaller "
-                         "--cpus-per-actor (a fraction is fine)")
+                              "less than one for decoding and hashing: use fewer --actors or a smaller "
+                              "--cpus-per-actor (a fraction is fine)")
+    asked = sum(s.actors * s.num_gpus for s in stages if s.actors)
+    if asked > gpus + 1e-9:
+        raise CurateJobFailed(f"the model stages' actors ask for {asked:g} GPUs, the cluster has {gpus:g}: use "
+                              "fewer --actors or a fractional --gpus-per-actor (actors then share a GPU)")
 
 
 def run_batch_stages_ray(items: Sequence[Item], stages: Sequence[Stage], parts: Path, config: CurateConfig,
@@ -137,11 +152,9 @@ def run_batch_stages_ray(items: Sequence[Item], stages: Sequence[Stage], parts: 
             started = connect(options.address, options.num_cpus)
             ray.data.DataContext.get_current().enable_progress_bars = False
             resources = ray.cluster_resources()
-            gpus = options.gpus_per_actor
-            if gpus is None:
-                gpus = 1.0 if resources.get("GPU", 0) > 0 else 0.0
-            plan = ray_stages(stages, folders, options, gpus)
-            _check_resources(plan, resources.get("CPU", 0))
+            models = sum(bool(getattr(s, "holds_model", False)) for s in stages)
+            plan = ray_stages(stages, folders, options, gpus_per_actor(options, models, resources.get("GPU", 0)))
+            _check_resources(plan, resources.get("CPU", 0), resources.get("GPU", 0))
             done = 0
             for row in iter_rows(run_stages(dataset_of([f.name for f in flows], flows, rows_per_block=1), plan)):
                 if row.failure is None:
