@@ -2,9 +2,10 @@
 
 Sources (folders, globs, list files, tar shards) flow through stages in order: decode + size filter,
 prominent-person detection, perceptual hash, image embeddings, dedup (pHash radius, then deep-feature
-neighbours), embedding clustering with balanced sampling. The local engine writes one Parquet part per
-batch and stage (so a rerun recomputes nothing already written), a Parquet manifest with one row per input,
-WebDataset-style tar shards of the kept images and an HTML report.
+neighbours), embedding clustering with balanced sampling. The local engine (or the Ray engine, `ray_engine`:
+the same stages as a Ray Data job) writes one Parquet part per batch and stage (so a rerun, with either engine,
+recomputes nothing already written), a Parquet manifest with one row per input, WebDataset tar shards of the
+kept images that `sapiens2 pretrain` streams, and an HTML report.
 
 Nothing is imported here, so `sapiens2 --help` stays light: use the submodules (`sapiens2.curate.engine`).
 """

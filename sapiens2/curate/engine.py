@@ -1,6 +1,7 @@
 """The local engine: batch stages in order over batches, then the corpus-wide dedup and clustering, then the
 manifest, the shards and the report. Every stage result is a Parquet part (see `parts`), so `--resume`
-recomputes nothing already written.
+recomputes nothing already written. The Ray engine (`ray_engine`) runs the same batch stages through the same
+`stage_part` on the same batches, and everything after them is this module's code for both.
 """
 
 from __future__ import annotations
