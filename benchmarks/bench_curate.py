@@ -108,6 +108,8 @@ def run_one(args: argparse.Namespace, engine: str) -> dict:
                           cluster=ClusterConfig(clusters=8, target=args.images // 2),
                           engine=EngineConfig(batch_size=args.batch))
     out: dict = {"engine": engine}
+    if args.threads and engine == "local":
+        torch.set_num_threads(args.threads)
     ray = None
     if engine == "ray":
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH")) if p)
@@ -181,6 +183,8 @@ def main() -> None:
     ap.add_argument("--ray-cpus", type=int, default=os.cpu_count())
     ap.add_argument("--actors", type=int, default=1)
     ap.add_argument("--cpus-per-actor", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads of the local engine (default: torch's; a Ray actor computes on its CPUs)")
     ap.add_argument("--stage-costs", metavar="HxW", help="per-image cost of each stage alone at this image size")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # run this engine here, print JSON (the parent's child)
     args = ap.parse_args()
@@ -203,6 +207,7 @@ def main() -> None:
     print(machine())
     print(f"matmul peak (fp32, 4096^2, this run): {peak:.0f} GFLOP/s; load average {os.getloadavg()[0]:.1f}")
     print(f"{args.images} images {h}x{w}, batch {args.batch}, embedder {args.arch} @ 224, RTMDet-m @ 640; "
+          f"local: {args.threads or torch.get_num_threads()} torch thread(s); "
           f"ray: {args.ray_cpus} CPUs, {args.actors} actor(s) per model stage x {args.cpus_per_actor} CPU")
     names = list(dict.fromkeys(k for r in runs for k in r["stages"]))
     header = ["stage", *[f"{r['engine']} images/s" for r in runs]]
