@@ -8,8 +8,10 @@ Stages that hold a model. Both engines run the same stage objects: the local eng
 engine (`sapiens2.curate.ray_engine`) pickled into worker processes, where a model stage runs in a pool of
 actors that each keep one copy of its model. So a stage's model is given either as the model itself (tests:
 any callable, e.g. a stand-in function) or as a `Loader`: a picklable recipe (a module-level function and
-plain arguments) that builds it. The stage builds it on first use with ``self.model = built(self.model)``,
-once per process or actor, never on the driver. A model stage also sets the class attribute
+plain arguments) that builds it, e.g. ``Loader.of(BackboneEmbedder.load, path, size, device)`` as
+`sapiens2.curate.cli` gives it. The stage builds it on first use with ``self.model = built(self.model)``: once
+per process or actor (with Ray, never on the driver), and not at all when every part it would compute is
+already written. A model stage also sets the class attribute
 ``holds_model = True``; the Ray engine runs those as actor pools and the others as stateless CPU tasks. To add
 a stage: a dataclass with `name`, `fields`, `settings` (see `Stage`), its model field typed
 ``Model | Loader``, its reason appended to `REASONS`, and a line in `engine.build_stages`.
