@@ -100,7 +100,7 @@ def _descendants_peak_mib(root: int) -> float:
 def run_one(args: argparse.Namespace, engine: str) -> dict:
     """One engine on a fresh corpus, in this process; returns the figures."""
     from sapiens2.curate.engine import curate
-    from sapiens2.curate.ray_engine import RayOptions
+    from sapiens2.curate.ray_engine import RayEngine
     from sapiens2.curate.sources import collect_items
 
     h, w = hw(args.size)
@@ -118,7 +118,7 @@ def run_one(args: argparse.Namespace, engine: str) -> dict:
         t0 = time.perf_counter()
         connect(num_cpus=args.ray_cpus)
         out["ray_start_s"] = time.perf_counter() - t0
-        ray = RayOptions(actors=args.actors, cpus_per_actor=args.cpus_per_actor)
+        ray = RayEngine(actors=args.actors, cpus_per_actor=args.cpus_per_actor)
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "src"
         src.mkdir()
@@ -126,7 +126,7 @@ def run_one(args: argparse.Namespace, engine: str) -> dict:
         t0 = time.perf_counter()
         result = curate(collect_items([str(src)]), Path(tmp) / "out", config,
                         detector=Loader.of(random_detector), embedder=Loader.of(random_embedder, args.arch),
-                        detector_batched=True, ray=ray)
+                        detector_batched=True, engine=ray)
         out["total_s"] = time.perf_counter() - t0
     out["stages"] = {k: [result.rows[k], result.seconds[k]] for k in result.seconds}
     out["kept"] = result.kept
@@ -170,7 +170,8 @@ def stage_costs(args: argparse.Namespace) -> None:
     print(machine())
     print(f"matmul peak (fp32, 4096^2, this run): {peak:.0f} GFLOP/s; load average {os.getloadavg()[0]:.1f}")
     print(f"{n} JPEGs {h}x{w}, one batch, best of 3")
-    print_table(("stage", "ms / image", "images/s per process"), [(k, f"{v * 1e3:.1f}", f"{1 / v:.2f}") for k, v in rows])
+    print_table(("stage", "ms / image", "images/s per process"),
+                [(k, f"{v * 1e3:.1f}", f"{1 / v:.2f}") for k, v in rows])
 
 
 def main() -> None:

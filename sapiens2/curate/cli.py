@@ -114,13 +114,13 @@ def _cmd_curate(args: argparse.Namespace) -> int:
         print(f"sapiens2 curate: {err.name} is missing: pip install 'sapiens2[curate]'", file=sys.stderr)
         return EXIT_FAILED
     from sapiens2.curate.engine import curate
-    from sapiens2.curate.ray_engine import CurateJobFailed, RayOptions
+    from sapiens2.curate.ray_engine import CurateJobFailed, RayEngine
     from sapiens2.curate.sources import collect_items
     from sapiens2.curate.stages import ModelLoadError
 
     device = args.device or config.embed.device
     try:
-        ray = None if args.engine == "local" else RayOptions(args.ray_address, actors=args.actors,
+        ray = None if args.engine == "local" else RayEngine(args.ray_address, actors=args.actors,
                                                              cpus_per_actor=args.cpus_per_actor,
                                                              gpus_per_actor=args.gpus_per_actor)
         items = collect_items(args.sources)
@@ -149,7 +149,7 @@ def _cmd_curate(args: argparse.Namespace) -> int:
     try:
         result = curate(items, args.out, config, detector=detector, embedder=embedder, resume=args.resume,
                         detector_batched=detector is not None,
-                        shards=args.shards, progress=progress, ray=ray)
+                        shards=args.shards, progress=progress, engine=ray)
     except FileExistsError as err:
         print(f"sapiens2 curate: {err}", file=sys.stderr)
         return EXIT_USAGE

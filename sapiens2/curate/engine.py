@@ -1,7 +1,7 @@
 """The local engine: batch stages in order over batches, then the corpus-wide dedup and clustering, then the
 manifest, the shards and the report. Every stage result is a Parquet part (see `parts`), so `--resume`
-recomputes nothing already written. The Ray engine (`ray_engine`) runs the same batch stages through the same
-`stage_part` on the same batches, and everything after them is this module's code for both.
+recomputes nothing already written. The Ray engine (`ray_engine`, a `BatchEngine`) runs the same batch stages
+through the same `stage_part` on the same batches, and everything after them is this module's code for both.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -27,9 +28,6 @@ from sapiens2.curate.sources import Item
 from sapiens2.curate.stages import (
     BALANCE, DUPLICATE, Batch, DecodeStage, Detector, EmbedStage, Embedder, Loader, PersonStage, PhashStage, Stage,
 )
-
-if TYPE_CHECKING:
-    from sapiens2.curate.ray_engine import RayOptions
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +74,19 @@ class CurateResult:
     @property
     def kept(self) -> int:
         return int(pc.sum(self.table["kept"]).as_py() or 0)
+
+
+class BatchEngine(Protocol):
+    """Runs the batch stages and the shard writing elsewhere (`ray_engine.RayEngine`); `curate` does the rest.
+    Without one, `curate` runs them here, one batch after the other."""
+
+    def session(self) -> AbstractContextManager[Any]: ...
+
+    def run_batch_stages(self, items: Sequence[Item], stages: Sequence[Stage], parts: Path, config: CurateConfig,
+                         result: CurateResult, progress: Callable[[int, int], None] | None
+                         ) -> dict[str, pa.Table | None]: ...
+
+    def map_shards(self, fn: Callable[[Any], bool], jobs: list[Any]) -> list[bool]: ...
 
 
 def build_stages(config: CurateConfig, detector: Detector | Loader | None, embedder: Embedder | Loader | None,
@@ -249,13 +260,13 @@ def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None =
            resume: bool = False,
            detector_batched: bool = False,
            shards: bool = True, report: bool = True,
-           progress: Callable[[int, int], None] | None = None, ray: RayOptions | None = None) -> CurateResult:
+           progress: Callable[[int, int], None] | None = None, engine: BatchEngine | None = None) -> CurateResult:
     """Curate `items` into `out`: ``manifest.parquet``, ``shards/*.tar``, ``report/index.html`` and the
     resumable ``parts/``. Without `resume` an `out` that already holds parts is refused, so two runs
     never mix by accident. A model is the callable itself or a `stages.Loader` that builds it.
 
-    `ray`: run the batch stages as a Ray Data job (`sapiens2.curate.ray_engine`) instead of in this process;
-    everything else (parts, dedup, clustering, manifest, shards, report) is the same code either way."""
+    `engine`: where the batch stages and the shard writing run, e.g. `ray_engine.RayEngine(...)` for a Ray Data
+    job; None: here. Everything else (parts, dedup, clustering, manifest, report) is the same code either way."""
     config = config or CurateConfig()
     out = Path(out)
     parts = out / "parts"
@@ -263,26 +274,22 @@ def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None =
         raise FileExistsError(f"{out} already holds a curation run: pass --resume (resume=True) to continue "
                               "it, or choose another --out")
     stages = build_stages(config, detector, embedder, detector_batched)
-    if ray is None:
+    if engine is None:
         return _finish(items, out, config, stages, shards, report, progress, None)
-    from sapiens2.curate import ray_engine
-
-    with ray_engine.session(ray):
-        return _finish(items, out, config, stages, shards, report, progress, ray)
+    with engine.session():
+        return _finish(items, out, config, stages, shards, report, progress, engine)
 
 
 def _finish(items: Sequence[Item], out: Path, config: CurateConfig, stages: Sequence[Stage], shards: bool,
-            report: bool, progress: Callable[[int, int], None] | None, ray: RayOptions | None) -> CurateResult:
+            report: bool, progress: Callable[[int, int], None] | None, engine: BatchEngine | None) -> CurateResult:
     """The batch stages (on either engine), then the same corpus-wide steps, manifest, shards and report."""
     parts = out / "parts"
     result = CurateResult(out / "manifest.parquet", pa.table({}))
-    if ray is None:
+    if engine is None:
         tables = run_batch_stages(items, stages, parts, config.engine.batch_size, config.decode.max_pixels,
                                   result, config.engine.work_side, progress)
     else:
-        from sapiens2.curate.ray_engine import run_batch_stages_ray
-
-        tables = run_batch_stages_ray(items, stages, parts, config, result, ray, progress)
+        tables = engine.run_batch_stages(items, stages, parts, config, result, progress)
     merged = list(tables.values())
     survivors = _survivors(tables, stages)
     chain = stage_chain(stages, config.engine.work_side)  # the global stages' inputs come from all of them
@@ -299,10 +306,8 @@ def _finish(items: Sequence[Item], out: Path, config: CurateConfig, stages: Sequ
     if shards:
         from sapiens2.curate.shards import write_shards
 
-        run = None
-        if ray is not None:
-            from sapiens2.curate.ray_engine import shard_tasks as run  # one Ray task per shard
-        write_shards(items, result.table, out / "shards", config.output, config.decode.max_pixels, run)
+        write_shards(items, result.table, out / "shards", config.output, config.decode.max_pixels,
+                     engine.map_shards if engine is not None else None)
     if report:
         from sapiens2.curate.report import write_report
 

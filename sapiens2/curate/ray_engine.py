@@ -16,8 +16,9 @@ as CPU tasks. Decoded pixels (shrunk to ``[engine] work_side``) travel with the 
 are dropped before the driver collects the batch's tables.
 
 The corpus-wide steps need every row at once and stay on the driver: `engine.curate` runs them on the tables
-this returns, then writes the shards with one Ray task per shard (`shard_tasks`) and the report. The reusable stage runner, `connect` and the failure rows come from `sapiens2.runner.ray_stages`
-(as for `sapiens2 run --engine ray`): a batch whose stage raises fails alone, every other batch still writes
+this returns, then writes the shards with one Ray task per shard (`shard_tasks`) and the report. The reusable
+stage runner, `connect` and the failure rows come from `sapiens2.runner.ray_stages` (as for `sapiens2 run
+--engine ray`): a batch whose stage raises fails alone, every other batch still writes
 its parts, and the job then stops with `CurateJobFailed` naming the batch, the stage and why.
 """
 
@@ -39,7 +40,7 @@ from sapiens2.curate.stages import Batch, Stage
 from sapiens2.runner.ray_stages import Stage as RayStage
 from sapiens2.runner.ray_stages import connect, dataset_of, iter_rows, run_stages
 
-__all__ = ["CurateJobFailed", "RayOptions", "map_tasks", "run_batch_stages_ray", "session", "shard_tasks"]
+__all__ = ["CurateJobFailed", "RayEngine", "map_tasks", "run_batch_stages_ray", "session", "shard_tasks"]
 
 
 class CurateJobFailed(RuntimeError):
@@ -47,10 +48,11 @@ class CurateJobFailed(RuntimeError):
 
 
 @dataclass(frozen=True)
-class RayOptions:
-    """Where and how wide: `address` of a cluster ("auto": this machine's; None: start a local Ray with
-    `num_cpus`), `actors` per model stage, and what each actor reserves (`gpus_per_actor` None: the
-    cluster's GPUs shared by all actors, at most one each; see `gpus_per_actor`)."""
+class RayEngine:
+    """The Ray engine, for `engine.curate(..., engine=RayEngine(...))` (an `engine.BatchEngine`). Where and how
+    wide: `address` of a cluster ("auto": this machine's; None: start a local Ray with `num_cpus`), `actors`
+    per model stage, and what each actor reserves (`gpus_per_actor` None: the cluster's GPUs shared by all
+    actors, at most one each; see `gpus_per_actor`)."""
 
     address: str | None = None
     num_cpus: int | None = None
@@ -65,6 +67,17 @@ class RayOptions:
             raise ValueError(f"cpus_per_actor must be > 0, got {self.cpus_per_actor}")
         if self.gpus_per_actor is not None and self.gpus_per_actor < 0:
             raise ValueError(f"gpus_per_actor must be >= 0, got {self.gpus_per_actor}")
+
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        return session(self)
+
+    def run_batch_stages(self, items: Sequence[Item], stages: Sequence[Stage], parts: Path, config: CurateConfig,
+                         result: CurateResult, progress: Callable[[int, int], None] | None = None
+                         ) -> dict[str, pa.Table | None]:
+        return run_batch_stages_ray(items, stages, parts, config, result, self, progress)
+
+    def map_shards(self, fn: Callable[[Any], bool], jobs: list[Any]) -> list[bool]:
+        return shard_tasks(fn, jobs)
 
 
 @dataclass
@@ -94,7 +107,7 @@ def _make(stage: Stage, folder: Path, last: bool) -> Callable[[list[_Flow]], lis
     return run
 
 
-def ray_stages(stages: Sequence[Stage], folders: Sequence[Path], options: RayOptions, gpus: float) -> list[RayStage]:
+def ray_stages(stages: Sequence[Stage], folders: Sequence[Path], options: RayEngine, gpus: float) -> list[RayStage]:
     """The curate stages as stages of the Ray stage runner: model stages as actor pools, the rest as tasks."""
     out = []
     for i, (stage, folder) in enumerate(zip(stages, folders)):
@@ -107,7 +120,7 @@ def ray_stages(stages: Sequence[Stage], folders: Sequence[Path], options: RayOpt
     return out
 
 
-def gpus_per_actor(options: RayOptions, model_stages: int, cluster_gpus: float) -> float:
+def gpus_per_actor(options: RayEngine, model_stages: int, cluster_gpus: float) -> float:
     """`options.gpus_per_actor`, or by default the cluster's GPUs shared evenly by every actor of every model
     stage, at most one each (8 GPUs, 8 actors, detector + embedder: half a GPU per actor)."""
     if options.gpus_per_actor is not None:
@@ -132,7 +145,7 @@ def _check_resources(stages: Sequence[RayStage], cpus: float, gpus: float) -> No
 
 
 def run_batch_stages_ray(items: Sequence[Item], stages: Sequence[Stage], parts: Path, config: CurateConfig,
-                         result: CurateResult, options: RayOptions,
+                         result: CurateResult, options: RayEngine,
                          progress: Callable[[int, int], None] | None = None) -> dict[str, pa.Table | None]:
     """`engine.run_batch_stages` as a Ray job: the same parts, the same tables (in input order)."""
     import ray
@@ -188,7 +201,7 @@ def run_batch_stages_ray(items: Sequence[Item], stages: Sequence[Stage], parts: 
 
 
 @contextlib.contextmanager
-def session(options: RayOptions) -> Iterator[None]:
+def session(options: RayEngine) -> Iterator[None]:
     """Ray for the length of a curation run: joined (`options.address`) or started here, and then stopped."""
     import ray
     import ray.data

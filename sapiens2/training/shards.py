@@ -222,7 +222,8 @@ def expand_shards(specs: str | os.PathLike | Sequence[str | os.PathLike]) -> tup
     """Shard paths / URLs that `specs` name, in order, and the metadata of their `index.json` (the first found).
 
     A spec is a shard (`.tar` path or URL), a brace range `data-{000000..000099}.tar`, a glob of local shards,
-    an `index.json` (path or URL), a folder holding one, or a `sapiens2 curate` output folder (its `shards/`). Missing local shards are an error naming them.
+    an `index.json` (path or URL), a folder holding one, or a `sapiens2 curate` output folder (its `shards/`).
+    Missing local shards are an error naming them.
     """
     if isinstance(specs, (str, os.PathLike)):
         specs = [specs]

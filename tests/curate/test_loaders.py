@@ -58,12 +58,12 @@ def test_ray_options_are_checked_by_the_parser(corpus, tmp_path, capsys):
 
 
 def test_ray_actors_share_the_gpus_by_default_and_must_fit():
-    from sapiens2.curate.ray_engine import CurateJobFailed, RayOptions, _check_resources, gpus_per_actor
+    from sapiens2.curate.ray_engine import CurateJobFailed, RayEngine, _check_resources, gpus_per_actor
     from sapiens2.runner.ray_stages import Stage
 
-    assert gpus_per_actor(RayOptions(actors=8), 2, 8) == 0.5  # detector and embedder actors share the 8 GPUs
-    assert gpus_per_actor(RayOptions(actors=1), 2, 8) == 1.0 and gpus_per_actor(RayOptions(), 2, 0) == 0.0
-    assert gpus_per_actor(RayOptions(gpus_per_actor=0.25), 2, 8) == 0.25
+    assert gpus_per_actor(RayEngine(actors=8), 2, 8) == 0.5  # detector and embedder actors share the 8 GPUs
+    assert gpus_per_actor(RayEngine(actors=1), 2, 8) == 1.0 and gpus_per_actor(RayEngine(), 2, 0) == 0.0
+    assert gpus_per_actor(RayEngine(gpus_per_actor=0.25), 2, 8) == 0.25
     pools = [Stage("person", dict, actors=4, num_cpus=1, num_gpus=1), Stage("decode", dict)]
     _check_resources(pools, cpus=16, gpus=4)
     with pytest.raises(CurateJobFailed, match="ask for 4 GPUs, the cluster has 2"):

@@ -15,7 +15,7 @@ from sapiens2.cli import main  # noqa: E402
 
 from sapiens2.curate.config import ClusterConfig, CurateConfig, EngineConfig, OutputConfig  # noqa: E402
 from sapiens2.curate.engine import curate  # noqa: E402
-from sapiens2.curate.ray_engine import CurateJobFailed, RayOptions  # noqa: E402
+from sapiens2.curate.ray_engine import CurateJobFailed, RayEngine  # noqa: E402
 from sapiens2.curate.sources import collect_items  # noqa: E402
 from sapiens2.curate.stages import Loader  # noqa: E402
 from tests.curate.conftest import (  # noqa: E402
@@ -27,7 +27,7 @@ from tests.curate.test_cli_embed import NO_MODELS  # noqa: E402
 CONFIG = CurateConfig(cluster=ClusterConfig(clusters=3, target=6), output=OutputConfig(shard_size=4, max_side=200),
                       engine=EngineConfig(batch_size=12))
 # two actor pools of half a CPU each leave one of the 2 CPUs to the decode and hash tasks
-RAY = RayOptions(actors=1, cpus_per_actor=0.5)
+RAY = RayEngine(actors=1, cpus_per_actor=0.5)
 
 
 def _loaders():
@@ -45,7 +45,7 @@ def local_run(corpus, tmp_path_factory):
 @pytest.fixture(scope="module")
 def ray_run(corpus, tmp_path_factory, ray_session):
     out = tmp_path_factory.mktemp("ray")
-    result = curate(collect_items([str(corpus.root)]), out, CONFIG, **_loaders(), ray=RAY)
+    result = curate(collect_items([str(corpus.root)]), out, CONFIG, **_loaders(), engine=RAY)
     return out, result
 
 
@@ -79,7 +79,8 @@ def test_a_local_run_resumes_a_ray_run_and_the_other_way(corpus, local_run, ray_
     lost = sorted((tmp_path / "b" / "parts").glob("01-person-*/*.parquet"))[2].name
     for folder in ("01-person-*", "03-embed-*"):
         next((tmp_path / "b" / "parts").glob(f"{folder}/{lost}")).unlink()
-    resumed = curate(items, tmp_path / "b", CONFIG, **_loaders(), resume=True, shards=False, report=False, ray=RAY)
+    resumed = curate(items, tmp_path / "b", CONFIG, **_loaders(), resume=True, shards=False, report=False,
+                     engine=RAY)
     assert resumed.computed == {"person": 1, "embed": 1}
     assert resumed.reused["decode"] == 5 and resumed.reused["dedup"] == 1
     assert resumed.table.equals(local_run[1].table)
@@ -90,17 +91,18 @@ def test_a_local_run_resumes_a_ray_run_and_the_other_way(corpus, local_run, ray_
 def test_a_failing_model_stage_fails_its_batches_not_the_job(corpus, tmp_path, ray_session):
     items = collect_items([str(corpus.root)])
     with pytest.raises(CurateJobFailed, match=r"5 of 5 batches failed.*stage person: ValueError: .*broken"):
-        curate(items, tmp_path, CONFIG, detector=Loader.of(load_broken_detector), embedder=Loader.of(load_thumb_embedder),
-               ray=RAY)
+        curate(items, tmp_path, CONFIG, detector=Loader.of(load_broken_detector),
+               embedder=Loader.of(load_thumb_embedder), engine=RAY)
     assert len(list(tmp_path.glob("parts/00-decode-*/*.parquet"))) == 5  # the decode parts stay, for --resume
     assert not (tmp_path / "manifest.parquet").exists()
 
 
 def test_actors_must_leave_a_cpu_for_the_cpu_stages(corpus, tmp_path, ray_session):
     with pytest.raises(CurateJobFailed, match="reserve 2 CPUs of the cluster's 2"):
-        curate(collect_items([str(corpus.root)]), tmp_path, CONFIG, **_loaders(), ray=dataclasses.replace(RAY, cpus_per_actor=1))
+        curate(collect_items([str(corpus.root)]), tmp_path, CONFIG, **_loaders(),
+               engine=dataclasses.replace(RAY, cpus_per_actor=1))
     with pytest.raises(ValueError, match="actors must be >= 1"):
-        RayOptions(actors=0)
+        RayEngine(actors=0)
 
 
 def test_curate_command_with_the_ray_engine(corpus, tmp_path, capsys, ray_session):
