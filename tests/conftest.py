@@ -31,6 +31,22 @@ def random_photo(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray (2 CPUs) for every test that needs it: starting Ray costs ~20 s, so it starts once, on
+    first use, and stops at the end of the session."""
+    pytest.importorskip("ray")
+    import ray.data
+
+    from sapiens2.runner.ray_stages import connect
+
+    started = connect(num_cpus=2)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    if started:
+        ray.shutdown()
+
+
 @pytest.fixture
 def one_thread():
     """Torch on one thread for the test. Tiny models run several times faster on one thread than on two

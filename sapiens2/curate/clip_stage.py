@@ -1,24 +1,23 @@
 """The CLIP stage: one CLIP image embedding per image gives the realism and text-overlay scores (zero-shot)
 and the aesthetic score (the LAION head); drops `not_photo`, then `text_overlay`, then `low_aesthetic`.
 
-The models come as a `ClipModels`, or as a zero-argument loader (``clip_loader(config)``, picklable) that the
-stage calls on first use, so an engine can build the stage from the config alone in another process.
+The models come as a `ClipModels`, or as a `stages.Loader` (``clip_loader(config)``) that the stage builds on
+first use, so an engine can build the stage from the config alone in another process.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
 import pyarrow as pa
 
 from sapiens2.curate.config import ClipConfig
-from sapiens2.curate.stages import LOW_AESTHETIC, NOT_PHOTO, TEXT_OVERLAY, Batch, _columns
+from sapiens2.curate.stages import LOW_AESTHETIC, NOT_PHOTO, TEXT_OVERLAY, Batch, Loader, _columns, built
 
 if TYPE_CHECKING:
     from sapiens2.fetch import CheckpointNotFoundError
@@ -78,9 +77,9 @@ def load_clip_models(config: ClipConfig, device: str | None = None) -> ClipModel
     return ClipModels(clip, head)
 
 
-def clip_loader(config: ClipConfig, device: str | None = None) -> Callable[[], ClipModels]:
-    """A picklable zero-argument loader of `config`'s models."""
-    return functools.partial(load_clip_models, config, device)
+def clip_loader(config: ClipConfig, device: str | None = None) -> Loader:
+    """The `Loader` of `config`'s models."""
+    return Loader.of(load_clip_models, config, device)
 
 
 def _settings(config: ClipConfig) -> dict:
@@ -94,7 +93,7 @@ class ClipStage:
     overlay prompts), or the strokes detector's score), `aesthetic`, and `clip_label` (the best realism
     prompt). With `keep_embeddings` the unit embeddings are kept too (`[embed] source = "clip"`)."""
 
-    models: ClipModels | Callable[[], ClipModels]
+    models: ClipModels | Loader
     config: ClipConfig = field(default_factory=ClipConfig)
     keep_embeddings: bool = False
     name: str = "clip"
@@ -110,9 +109,10 @@ class ClipStage:
     def settings(self) -> dict:
         return {**_settings(self.config), "keep_embeddings": self.keep_embeddings}
 
+    holds_model: ClassVar[bool] = True
+
     def _models(self) -> ClipModels:
-        if not isinstance(self.models, ClipModels):
-            self.models = self.models()
+        self.models = built(self.models)
         return self.models
 
     def __call__(self, batch: Batch) -> dict[str, list]:

@@ -101,7 +101,8 @@ class DedupConfig:
     cosine similarity >= `cosine_threshold`. The largest image of a group (then the best person score) stays.
 
     Radius 10 of 64 catches resized / re-compressed / ~3%-cropped copies while unrelated images differ in
-    ~32 bits (P(<= 10) ~ 1e-8 for independent bits; real photos correlate, so more); larger crops are left to the deep-feature step."""
+    ~32 bits (P(<= 10) ~ 1e-8 for independent bits; real photos correlate, so more); larger crops are left to
+    the deep-feature step."""
 
     enabled: bool = True
     hamming_radius: int = 10

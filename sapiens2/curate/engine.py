@@ -1,6 +1,7 @@
 """The local engine: batch stages in order over batches, then the corpus-wide dedup and clustering, then the
 manifest, the shards and the report. Every stage result is a Parquet part (see `parts`), so `--resume`
-recomputes nothing already written.
+recomputes nothing already written. The Ray engine (`ray_engine`, a `BatchEngine`) runs the same batch stages
+through the same `stage_part` on the same batches, and everything after them is this module's code for both.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -20,12 +23,12 @@ from sapiens2.curate import cluster as clustering
 from sapiens2.curate import dedup
 from sapiens2.curate.clip_stage import ClipModels, ClipStage
 from sapiens2.curate.config import CurateConfig, fingerprint
-from sapiens2.curate.headpose import HeadLoader, HeadPoseStage, KeypointPredictor
+from sapiens2.curate.headpose import HeadPoseStage, KeypointPredictor
 from sapiens2.curate.parts import columns_table, keys_hash, read_part, write_part
 from sapiens2.curate.phash import hashes_to_bytes
 from sapiens2.curate.sources import Item
 from sapiens2.curate.stages import (
-    BALANCE, DUPLICATE, Batch, DecodeStage, Detector, EmbedStage, Embedder, PersonStage, PhashStage, Stage,
+    BALANCE, DUPLICATE, Batch, DecodeStage, Detector, EmbedStage, Embedder, Loader, PersonStage, PhashStage, Stage,
 )
 
 logger = logging.getLogger(__name__)
@@ -61,6 +64,13 @@ class CurateResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each stage's computed parts
     rows: dict[str, int] = field(default_factory=dict)  # rows those parts covered
 
+    def record(self, name: str, rows: int, seconds: float | None) -> None:
+        """A part of stage `name` over `rows` rows: computed in `seconds`, or reused (None)."""
+        if seconds is None:
+            self.reused[name] = self.reused.get(name, 0) + 1
+        else:
+            self._timed(name, rows, seconds)
+
     def _timed(self, name: str, rows: int, seconds: float) -> None:
         self.computed[name] = self.computed.get(name, 0) + 1
         self.seconds[name] = self.seconds.get(name, 0.0) + seconds
@@ -75,14 +85,26 @@ class CurateResult:
         return int(pc.sum(self.table["kept"]).as_py() or 0)
 
 
-def build_stages(config: CurateConfig, detector: Detector | None, embedder: Embedder | None,
-                 detector_batched: bool = False,
-                 clip: ClipModels | Callable[[], ClipModels] | None = None,
-                 head: KeypointPredictor | HeadLoader | None = None) -> list[Stage]:
-    """The batch stages `config` asks for, in order; a stage's model must be given when it is enabled.
-    `detector_batched`: the detector takes a list of images (see `PersonStage`). `clip`: the CLIP stage's
-    models, or a zero-argument loader of them (`clip_stage.clip_loader`). `head`: the head stage's keypoint
-    predictor, or a `HeadLoader` building it on first use. CLIP runs before the head stage: it is the
+class BatchEngine(Protocol):
+    """Runs the batch stages and the shard writing elsewhere (`ray_engine.RayEngine`); `curate` does the rest.
+    Without one, `curate` runs them here, one batch after the other."""
+
+    def session(self) -> AbstractContextManager[Any]: ...
+
+    def run_batch_stages(self, items: Sequence[Item], stages: Sequence[Stage], parts: Path, config: CurateConfig,
+                         result: CurateResult, progress: Callable[[int, int], None] | None
+                         ) -> dict[str, pa.Table | None]: ...
+
+    def map_shards(self, fn: Callable[[Any], bool], jobs: list[Any]) -> list[bool]: ...
+
+
+def build_stages(config: CurateConfig, detector: Detector | Loader | None, embedder: Embedder | Loader | None,
+                 detector_batched: bool = False, clip: ClipModels | Loader | None = None,
+                 head: KeypointPredictor | Loader | None = None) -> list[Stage]:
+    """The batch stages `config` asks for, in order; a stage's model (itself or its `Loader`) must be given
+    when it is enabled. `detector_batched`: the detector takes a list of images (see `PersonStage`). `clip`:
+    the CLIP stage's models (`clip_stage.clip_loader` builds them); `head`: the head stage's keypoint
+    predictor (`headpose.load_pose_keypoints` builds the default). CLIP runs before the head stage: it is the
     cheaper of the two, so the pose network sees only the images CLIP kept."""
     stages: list[Stage] = [DecodeStage(config.decode)]
     if config.person.enabled:
@@ -96,8 +118,7 @@ def build_stages(config: CurateConfig, detector: Detector | None, embedder: Embe
     if config.head.enabled:
         if head is None:
             raise ValueError("the head stage needs a keypoint predictor ([head] enabled = false to skip it)")
-        stages.append(HeadPoseStage(None, config.head, loader=head) if isinstance(head, HeadLoader)
-                      else HeadPoseStage(head, config.head))
+        stages.append(HeadPoseStage(head, config.head))
     if config.dedup.enabled:
         stages.append(PhashStage())
     if config.needs_embeddings() and not config.embeddings_from_clip():
@@ -113,35 +134,56 @@ def stage_chain(stages: Sequence[Stage], work_side: int | None) -> str:
     return fingerprint(work_side, *[(s.name, s.settings) for s in stages])
 
 
+def part_folders(stages: Sequence[Stage], parts: Path, work_side: int | None) -> list[Path]:
+    """Each stage's parts folder: its position, name and the fingerprint of the chain up to it."""
+    return [parts / f"{i:02d}-{stage.name}-{stage_chain(stages[: i + 1], work_side)}" for i, stage in enumerate(stages)]
+
+
+def batch_items(items: Sequence[Item], batch_size: int) -> list[tuple[str, list[Item]]]:
+    """The batches both engines cut `items` into, each with its part file name (a hash of its keys): the
+    same sources and batch size give the same names, so either engine resumes the other's parts."""
+    out = []
+    for start in range(0, len(items), batch_size):
+        chunk = list(items[start:start + batch_size])
+        out.append((f"{keys_hash([it.key for it in chunk])}.parquet", chunk))
+    return out
+
+
+def stage_part(stage: Stage, alive: Batch, path: Path) -> tuple[pa.Table, Batch, float | None]:
+    """`stage` on the rows `alive`: its part at `path` when written, else computed and written. Returns the
+    rows, the rows it kept (for the next stage, with this stage's scalar values recorded on them, e.g. the
+    person box the head stage reads) and the seconds it computed (None: read from the part)."""
+    table = read_part(path)
+    seconds = None
+    if table is None:
+        t0 = time.perf_counter()
+        table = columns_table([it.key for it in alive.items], stage(alive), stage.fields)
+        seconds = time.perf_counter() - t0
+        write_part(path, table)
+    alive.record(table)
+    kept = np.flatnonzero(table["reason"].is_null().to_numpy(zero_copy_only=False)).tolist()
+    return table, alive.subset(kept), seconds
+
+
 def run_batch_stages(items: Sequence[Item], stages: Sequence[Stage], parts: Path, batch_size: int,
                      max_pixels: int | None, result: CurateResult, work_side: int | None = None,
                      progress: Callable[[int, int], None] | None = None) -> dict[str, pa.Table]:
     """Each batch through each stage (on the rows the earlier ones kept); returns each stage's rows."""
-    folders = []
-    for i, stage in enumerate(stages):
-        chain = stage_chain(stages[: i + 1], work_side)
-        folders.append(parts / f"{i:02d}-{stage.name}-{chain}")
+    folders = part_folders(stages, parts, work_side)
     tables: dict[str, list[pa.Table]] = {s.name: [] for s in stages}
-    for start in range(0, len(items), batch_size):
-        batch = Batch(list(items[start:start + batch_size]), max_pixels, work_side)
-        name = f"{keys_hash([it.key for it in batch.items])}.parquet"
-        alive = batch
+    done = 0
+    for name, chunk in batch_items(items, batch_size):
+        alive = Batch(chunk, max_pixels, work_side)
         for stage, folder in zip(stages, folders):
             if not len(alive):
                 break
-            table = read_part(folder / name)
-            if table is None:
-                t0 = time.perf_counter()
-                table = columns_table([it.key for it in alive.items], stage(alive), stage.fields)
-                result._timed(stage.name, len(alive), time.perf_counter() - t0)
-                write_part(folder / name, table)
-            else:
-                result.reused[stage.name] = result.reused.get(stage.name, 0) + 1
+            rows = len(alive)
+            table, alive, seconds = stage_part(stage, alive, folder / name)
+            result.record(stage.name, rows, seconds)
             tables[stage.name].append(table)
-            alive.record(table)
-            alive = alive.subset(np.flatnonzero(table["reason"].is_null().to_numpy(zero_copy_only=False)).tolist())
+        done += len(chunk)
         if progress:
-            progress(min(start + batch_size, len(items)), len(items))
+            progress(done, len(items))
     return {name: pa.concat_tables(ts) if ts else None for name, ts in tables.items()}
 
 
@@ -248,14 +290,18 @@ def assemble_manifest(items: Sequence[Item], tables: Sequence[pa.Table | None]) 
 
 
 def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None = None, *,
-           detector: Detector | None = None, embedder: Embedder | None = None, resume: bool = False,
-           detector_batched: bool = False, clip: ClipModels | Callable[[], ClipModels] | None = None,
-           head: KeypointPredictor | HeadLoader | None = None,
+           detector: Detector | Loader | None = None, embedder: Embedder | Loader | None = None,
+           resume: bool = False,
+           detector_batched: bool = False, clip: ClipModels | Loader | None = None,
+           head: KeypointPredictor | Loader | None = None,
            shards: bool = True, report: bool = True,
-           progress: Callable[[int, int], None] | None = None) -> CurateResult:
+           progress: Callable[[int, int], None] | None = None, engine: BatchEngine | None = None) -> CurateResult:
     """Curate `items` into `out`: ``manifest.parquet``, ``shards/*.tar``, ``report/index.html`` and the
     resumable ``parts/``. Without `resume` an `out` that already holds parts is refused, so two runs
-    never mix by accident."""
+    never mix by accident. A model is the callable itself or a `stages.Loader` that builds it.
+
+    `engine`: where the batch stages and the shard writing run, e.g. `ray_engine.RayEngine(...)` for a Ray Data
+    job; None: here. Everything else (parts, dedup, clustering, manifest, report) is the same code either way."""
     config = config or CurateConfig()
     out = Path(out)
     parts = out / "parts"
@@ -263,9 +309,22 @@ def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None =
         raise FileExistsError(f"{out} already holds a curation run: pass --resume (resume=True) to continue "
                               "it, or choose another --out")
     stages = build_stages(config, detector, embedder, detector_batched, clip, head)
+    if engine is None:
+        return _finish(items, out, config, stages, shards, report, progress, None)
+    with engine.session():
+        return _finish(items, out, config, stages, shards, report, progress, engine)
+
+
+def _finish(items: Sequence[Item], out: Path, config: CurateConfig, stages: Sequence[Stage], shards: bool,
+            report: bool, progress: Callable[[int, int], None] | None, engine: BatchEngine | None) -> CurateResult:
+    """The batch stages (on either engine), then the same corpus-wide steps, manifest, shards and report."""
+    parts = out / "parts"
     result = CurateResult(out / "manifest.parquet", pa.table({}))
-    tables = run_batch_stages(items, stages, parts, config.engine.batch_size, config.decode.max_pixels, result,
-                              config.engine.work_side, progress)
+    if engine is None:
+        tables = run_batch_stages(items, stages, parts, config.engine.batch_size, config.decode.max_pixels,
+                                  result, config.engine.work_side, progress)
+    else:
+        tables = engine.run_batch_stages(items, stages, parts, config, result, progress)
     merged = list(tables.values())
     survivors = _survivors(tables, stages)
     chain = stage_chain(stages, config.engine.work_side)  # the global stages' inputs come from all of them
@@ -282,7 +341,8 @@ def curate(items: Sequence[Item], out: str | Path, config: CurateConfig | None =
     if shards:
         from sapiens2.curate.shards import write_shards
 
-        write_shards(items, result.table, out / "shards", config.output, config.decode.max_pixels)
+        write_shards(items, result.table, out / "shards", config.output, config.decode.max_pixels,
+                     engine.map_shards if engine is not None else None)
     if report:
         from sapiens2.curate.report import write_report
 

@@ -29,14 +29,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import cv2
 import numpy as np
 import pyarrow as pa
 
 from sapiens2.curate.config import HeadConfig
-from sapiens2.curate.stages import HEAD_POSE, NO_FACE, Batch, _columns
+from sapiens2.curate.stages import HEAD_POSE, NO_FACE, Batch, Loader, _columns, built
 from sapiens2.keypoints.topdown import whole_image_box
 
 #: A face landmark: (name in the 308-keypoint set, (x, y, z) in millimetres in the head's frame).
@@ -212,20 +212,13 @@ class PoseKeypoints:
         return [self.pose.finish(raw, p).keypoints()[0] for raw, p in zip(self.pose.run(prepared), prepared)]
 
 
-@dataclass(frozen=True)
-class HeadLoader:
-    """Builds the default predictor (a `sapiens2.Pose` on `model`: a name, size or file) when called: what
-    the CLI hands the head stage, so the stage pickles as these three settings and loads the network in the
-    process that runs it."""
+def load_pose_keypoints(model: str, device: str = "cpu", flip_test: bool = True) -> PoseKeypoints:
+    """The default predictor: a `sapiens2.Pose` on `model` (a name, size or file), built without a detector.
+    The CLI gives the head stage ``Loader.of(load_pose_keypoints, ...)``, so the stage pickles as these three
+    settings and loads the network in the process that runs it."""
+    from sapiens2.tasks.pose import Pose
 
-    model: str
-    device: str = "cpu"
-    flip_test: bool = True
-
-    def __call__(self) -> PoseKeypoints:
-        from sapiens2.tasks.pose import Pose
-
-        return PoseKeypoints(Pose(self.model, detector=None, device=self.device, flip_test=self.flip_test))
+    return PoseKeypoints(Pose(model, detector=None, device=device, flip_test=flip_test))
 
 
 @dataclass
@@ -233,35 +226,24 @@ class HeadPoseStage:
     """Yaw / pitch / roll of the person stage's best box (the whole image when that stage did not run).
 
     Records the angles (null when there is no fit), the number of face landmarks that scored enough, the
-    fit's relative reprojection error (`max_fit_error` is its threshold) and a status ("ok", "no_face": too few landmarks, e.g. a person seen from behind; "no_fit": the generic face
+    fit's relative reprojection error (`max_fit_error` is its threshold) and a status ("ok", "no_face": too
+    few landmarks, e.g. a person seen from behind; "no_fit": the generic face
     does not fit them). Drops (`no_face`) faceless images only when `require_face`, and (`head_pose`) faces
     turned beyond `max_abs_yaw` / `max_abs_pitch` (the defaults, 180 / 90, drop nothing).
 
-    `predictor` is the keypoint model, or None with `loader` a zero-argument callable building it on first
-    use (so the stage pickles light and builds its model in the process that runs it)."""
+    `predictor` is the keypoint model, or a `Loader` building it on first use (see `stages`)."""
 
-    predictor: KeypointPredictor | None = None
+    predictor: KeypointPredictor | Loader
     settings: HeadConfig = field(default_factory=HeadConfig)
-    loader: Callable[[], KeypointPredictor] | None = None
     name: str = "head"
     fields: dict[str, pa.DataType] = field(default_factory=lambda: {
         "head_yaw": pa.float32(), "head_pitch": pa.float32(), "head_roll": pa.float32(),
         "face_keypoints": pa.int32(), "head_error": pa.float32(), "head_status": pa.string()})
 
-    def __post_init__(self) -> None:
-        if self.predictor is None and self.loader is None:
-            raise ValueError("the head stage needs a keypoint predictor or a loader for one "
-                             "([head] enabled = false to skip it)")
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        if self.loader is not None:  # rebuilt on first use where it lands
-            state["predictor"] = None
-        return state
+    holds_model: ClassVar[bool] = True
 
     def model(self) -> KeypointPredictor:
-        if self.predictor is None:
-            self.predictor = self.loader()
+        self.predictor = built(self.predictor)
         return self.predictor
 
     def __call__(self, batch: Batch) -> dict[str, list]:

@@ -3,13 +3,25 @@
 A stage sees only the rows every earlier stage kept. It returns ``{column: [value per row]}`` with the
 columns of its `fields` plus ``reason`` (None: kept; else the drop reason) and ``detail`` (why, in words).
 Decode failures are rows with a reason, never exceptions: the batch goes on.
+
+Stages that hold a model. Both engines run the same stage objects: the local engine in this process, the Ray
+engine (`sapiens2.curate.ray_engine`) pickled into worker processes, where a model stage runs in a pool of
+actors that each keep one copy of its model. So a stage's model is given either as the model itself (tests:
+any callable, e.g. a stand-in function) or as a `Loader`: a picklable recipe (a module-level function and
+plain arguments) that builds it, e.g. ``Loader.of(BackboneEmbedder.load, path, size, device)`` as
+`sapiens2.curate.cli` gives it. The stage builds it on first use with ``self.model = built(self.model)``: once
+per process or actor (with Ray, never on the driver), and not at all when every part it would compute is
+already written. A model stage also sets the class attribute
+``holds_model = True``; the Ray engine runs those as actor pools and the others as stateless CPU tasks. To add
+a stage: a dataclass with `name`, `fields`, `settings` (see `Stage`), its model field typed
+``Model | Loader``, its reason appended to `REASONS`, and a line in `engine.build_stages`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 import cv2
 import numpy as np
@@ -24,6 +36,40 @@ from sapiens2.io.images import ImageDecodeError, decode_image
 Detector = Callable[[np.ndarray], np.ndarray]
 #: An image embedder: RGB images -> (N, D) float32 features.
 Embedder = Callable[[Sequence[np.ndarray]], np.ndarray]
+
+
+
+class ModelLoadError(RuntimeError):
+    """A stage's model could not be built from its `Loader`; the message names the loader."""
+
+
+@dataclass(frozen=True)
+class Loader:
+    """How to build a stage's model in whichever process runs the stage: ``fn(*args, **kwargs)``.
+
+    It travels by pickle to Ray workers, so `fn` must be importable by name (a module-level function or a
+    class's constructor / classmethod) and the arguments plain values (names, paths, device strings)."""
+
+    fn: Callable[..., Any]
+    args: tuple = ()
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Loader:
+        return cls(fn, args, tuple(sorted(kwargs.items())))
+
+    def build(self) -> Any:
+        try:
+            return self.fn(*self.args, **dict(self.kwargs))
+        except (OSError, ValueError, TypeError, RuntimeError, ImportError) as err:
+            name = getattr(self.fn, "__qualname__", repr(self.fn))
+            raise ModelLoadError(f"cannot load a model ({name}): {err}") from err
+
+
+def built(model: Any) -> Any:
+    """The model itself: `model` built when it is a `Loader`, else unchanged."""
+    return model.build() if isinstance(model, Loader) else model
+
 
 # Drop reasons, in stage order; the manifest's `reason` is the first that applies.
 DECODE, TOO_SMALL, NO_PERSON, DUPLICATE, BALANCE = "decode", "too_small", "no_person", "duplicate", "balance"
@@ -88,8 +134,12 @@ class Batch:
         return self._get(i)[1]
 
     def subset(self, keep: Sequence[int]) -> Batch:
-        """The rows `keep`, sharing the decoded pixels and the recorded values."""
-        return Batch([self.items[i] for i in keep], self.max_pixels, self.work_side, self._pixels, self._values)
+        """The rows `keep`, with their decoded pixels and recorded values (shared, not copied; the others' are
+        left behind, so a batch sent to another process carries only what its rows need)."""
+        items = [self.items[i] for i in keep]
+        return Batch(items, self.max_pixels, self.work_side,
+                     {it.key: self._pixels[it.key] for it in items if it.key in self._pixels},
+                     {it.key: self._values[it.key] for it in items if it.key in self._values})
 
     def record(self, table: pa.Table) -> None:
         """Keep `table`'s scalar columns (a stage's result: `key` + its fields) for the later stages."""
@@ -152,19 +202,21 @@ class PersonStage:
     on the batch's list of images and returns a list of box arrays (as `PersonDetector` does: one batched
     forward); otherwise once per image."""
 
-    detector: Detector
+    detector: Detector | Loader
     settings: PersonConfig = field(default_factory=PersonConfig)
     batched: bool = False
     name: str = "person"
     fields: dict[str, pa.DataType] = field(default_factory=lambda: {
         "person_count": pa.int32(), "person_score": pa.float32(), "person_area": pa.float32(),
         **{f"person_{c}": pa.float32() for c in ("x1", "y1", "x2", "y2")}})
+    holds_model: ClassVar[bool] = True
 
     def __call__(self, batch: Batch) -> dict[str, list]:
         out = _columns(self.fields, len(batch))
         s = self.settings
+        detector = self.detector = built(self.detector)
         images = [batch.image(i) for i in range(len(batch))]
-        found = self.detector(images) if self.batched else [self.detector(im) for im in images]
+        found = detector(images) if self.batched else [detector(im) for im in images]
         if len(found) != len(images):
             raise ValueError(f"the detector gave {len(found)} results for {len(images)} images")
         for i, image in enumerate(images):
@@ -208,13 +260,15 @@ class EmbedStage:
 
     `settings` names the embedder (e.g. the `EmbedConfig`) so that another model means new parts."""
 
-    embedder: Embedder
+    embedder: Embedder | Loader
     settings: object = None
     name: str = "embed"
     fields: dict[str, pa.DataType] = field(default_factory=lambda: {"embedding": pa.list_(pa.float32())})
+    holds_model: ClassVar[bool] = True
 
     def __call__(self, batch: Batch) -> dict[str, list]:
         out = _columns(self.fields, len(batch))
+        self.embedder = built(self.embedder)
         feats = np.asarray(self.embedder([batch.image(i) for i in range(len(batch))]), np.float32)
         if feats.ndim != 2 or len(feats) != len(batch):
             raise ValueError(f"the embedder gave shape {feats.shape} for {len(batch)} images; expected (N, D)")

@@ -42,7 +42,8 @@ class TeacherConfig:
 @dataclass
 class DataConfig:
     # Folders (recursive), .txt list files, globs or image files; or tar shards (`sapiens2 shard`): a folder
-    # holding an index.json, index.json paths or URLs, `name-{000000..000099}.tar` ranges, .tar paths or URLs.
+    # holding an index.json, a `sapiens2 curate` output folder, index.json paths or URLs,
+    # `name-{000000..000099}.tar` ranges, .tar paths or URLs.
     # Shards stream (no list of all images is held); the rest is read as files.
     source: list[str]
     num_workers: int = 4

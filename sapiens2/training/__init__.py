@@ -21,7 +21,8 @@ checkpoint   `save_checkpoint(root, step, model, optimizer, scheduler, info, ext
              `full_model_state(model)`, `save_weights(state, path)`, `export_weights(ckpt, dest)`; sharded
              (torch.distributed.checkpoint, every process its own shards, any process count on load):
              `save_sharded(...)`, `load_sharded(...) -> (state, rank_extra)`, `export_sharded(ckpt, dest, prefix)`.
-shards       WebDataset-style tar shards: `ShardWriter`, `pack_files`, `expand_shards(specs)` (folders with
-             index.json, ranges, globs, URLs), `ShardStream` (split by rank and worker, buffer-shuffled,
-             deterministic), `ShardLoader` (a DataLoader whose `state_dict()` resumes exactly).
+shards       WebDataset-style tar shards: `ShardWriter` (or `write_shard` + `write_index`), `pack_files`,
+             `expand_shards(specs)` (folders with index.json, curate outputs, ranges, globs, URLs), `ShardStream`
+             (split by rank and worker, buffer-shuffled, deterministic), `ShardLoader` (a DataLoader whose
+             `state_dict()` resumes exactly).
 """

@@ -46,6 +46,8 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 log = logging.getLogger(__name__)
 
 INDEX = "index.json"
+#: Where a `sapiens2 curate` output folder keeps its shards: such a folder is a shard source as it is.
+CURATED_SHARDS = "shards"
 _BRACES = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://", re.IGNORECASE)
 
@@ -66,6 +68,63 @@ def check_shard_folder(folder: str | os.PathLike, prefix: str = "shard") -> None
         raise FileExistsError(f"{folder} is a file, not a folder")
     if folder.is_dir() and (any(folder.glob(f"{prefix}-*.tar")) or (folder / INDEX).exists()):
         raise FileExistsError(f"{folder} already holds shards; write into an empty folder")
+
+
+def check_sample(key: str, files: Sample) -> None:
+    """A ValueError unless `key` can name a sample (non-empty, no '.' or '/') and `files` is not empty."""
+    if not key or "." in key or "/" in key:
+        raise ValueError(f"sample key {key!r}: must be non-empty, without '.' or '/'")
+    if not files:
+        raise ValueError(f"sample {key!r} has no files")
+
+
+def _add_sample(tar: tarfile.TarFile, key: str, files: Sample) -> int:
+    for ext, data in files.items():
+        info = tarfile.TarInfo(f"{key}.{ext}")
+        info.size, info.mtime, info.mode = len(data), 0, 0o644  # no timestamps: the same input, the same bytes
+        tar.addfile(info, io.BytesIO(data))
+    return sum(len(b) for b in files.values())
+
+
+def write_shard(path: str | os.PathLike, samples: Iterable[tuple[str, Sample]]) -> int:
+    """One shard at `path` holding `samples` ((key, {extension: bytes}), in order), written through a temporary
+    name so a reader never sees half of it; returns the number of samples. For writers that decide themselves
+    which samples go in which shard (`sapiens2 curate` rewrites only the shards whose samples changed)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    count, keys = 0, set()
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for key, files in samples:
+                check_sample(key, files)
+                if key in keys:
+                    raise ValueError(f"sample key {key!r} twice in {path.name}")
+                keys.add(key)
+                _add_sample(tar, key, files)
+                count += 1
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def shard_members(path: str | os.PathLike) -> list[str] | None:
+    """The member names of a local shard, in order; None when it is missing or not a readable tar."""
+    try:
+        with tarfile.open(path, "r:") as tar:
+            return tar.getnames()
+    except (OSError, tarfile.TarError):
+        return None
+
+
+def write_index(folder: str | os.PathLike, shards: Sequence[dict[str, Any]], metadata: dict[str, Any] | None = None
+                ) -> Path:
+    """`<folder>/index.json`: the shards (``{"name", "samples"}`` each, in order), their total and `metadata`."""
+    index = {"shards": list(shards), "samples": sum(s["samples"] for s in shards), **(metadata or {})}
+    tmp = Path(folder) / f".{INDEX}.tmp"
+    tmp.write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, Path(folder) / INDEX)
+    return Path(folder) / INDEX
 
 
 class ShardWriter:
@@ -94,17 +153,13 @@ class ShardWriter:
 
     def write(self, key: str, files: Sample) -> None:
         """One sample: `files` maps an extension (`jpg`, `label.png`, `json`, ...) to its bytes."""
-        if not key or "." in key or "/" in key or key in self._keys:
-            raise ValueError(f"sample key {key!r}: must be non-empty, unique, without '.' or '/'")
-        if not files:
-            raise ValueError(f"sample {key!r} has no files")
+        check_sample(key, files)
+        if key in self._keys:
+            raise ValueError(f"sample key {key!r}: must be unique, written twice")
         size = sum(len(b) for b in files.values())
         if self._tar is None or self._count >= self.max_count or (self._count and self._bytes + size > self.max_bytes):
             self._next_shard()
-        for ext, data in files.items():
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size, info.mtime, info.mode = len(data), 0, 0o644  # no timestamps: the same input, the same bytes
-            self._tar.addfile(info, io.BytesIO(data))
+        _add_sample(self._tar, key, files)
         self._keys.add(key)
         self._count += 1
         self._bytes += size
@@ -127,11 +182,7 @@ class ShardWriter:
     def close(self) -> Path:
         """Finish the last shard and write `index.json`; returns its path."""
         self._close_shard()
-        index = {"shards": self.shards, "samples": sum(s["samples"] for s in self.shards), **self.metadata}
-        tmp = self.folder / f".{INDEX}.tmp"
-        tmp.write_text(json.dumps(index, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, self.folder / INDEX)
-        return self.folder / INDEX
+        return write_index(self.folder, self.shards, self.metadata)
 
 
 def pack_files(files: Sequence[Path], out: str | os.PathLike, max_count: int = 1000, max_bytes: int = 1 << 30,
@@ -150,19 +201,29 @@ def pack_files(files: Sequence[Path], out: str | os.PathLike, max_count: int = 1
 # ----------------------------------------------------------------------------------------------- the list
 
 
+def _folder_index(folder: Path) -> Path | None:
+    """The index a local folder stands for: its own `index.json`, or that of its `shards/` subfolder (the
+    layout `sapiens2 curate` writes: manifest, report and `shards/`)."""
+    for index in (folder / INDEX, folder / CURATED_SHARDS / INDEX):
+        if index.is_file():
+            return index
+    return None
+
+
 def is_shard_spec(spec: str | os.PathLike) -> bool:
-    """Whether a data source names shards: a `.tar` file or URL, a `{000..009}` pattern, an `index.json`, or a
-    folder holding one."""
+    """Whether a data source names shards: a `.tar` file or URL, a `{000..009}` pattern, an `index.json`, a
+    folder holding one, or a `sapiens2 curate` output folder."""
     s = str(spec)
     return (s.endswith((".tar", INDEX)) or bool(_BRACES.search(s)) or bool(_URL.match(s))
-            or (Path(s).is_dir() and (Path(s) / INDEX).is_file()))
+            or (Path(s).is_dir() and _folder_index(Path(s)) is not None))
 
 
 def expand_shards(specs: str | os.PathLike | Sequence[str | os.PathLike]) -> tuple[list[str], dict[str, Any]]:
     """Shard paths / URLs that `specs` name, in order, and the metadata of their `index.json` (the first found).
 
     A spec is a shard (`.tar` path or URL), a brace range `data-{000000..000099}.tar`, a glob of local shards,
-    an `index.json` (path or URL) or a folder holding one. Missing local shards are an error naming them.
+    an `index.json` (path or URL), a folder holding one, or a `sapiens2 curate` output folder (its `shards/`).
+    Missing local shards are an error naming them.
     """
     if isinstance(specs, (str, os.PathLike)):
         specs = [specs]
@@ -171,7 +232,7 @@ def expand_shards(specs: str | os.PathLike | Sequence[str | os.PathLike]) -> tup
     for spec in specs:
         s = str(spec)
         if not _URL.match(s) and Path(s).is_dir():
-            s = str(Path(s) / INDEX)
+            s = str(_folder_index(Path(s)) or Path(s) / INDEX)
         if s.endswith(INDEX):
             index = _read_index(s)
             base = s[: -len(INDEX)]

@@ -228,4 +228,39 @@ def aesthetic_state(bias: float = 3.0, gain: float = 10.0) -> dict:
 
 
 __all__ = ["Corpus", "Counting", "StandInClip", "aesthetic_state", "cartoon", "colour_detector", "dull",
-           "make_corpus", "scene", "text_overlay", "thumb_embedder"]
+           "load_broken_detector", "load_colour_detector", "load_face_predictor", "load_stand_in_clip",
+           "load_thumb_embedder", "make_corpus", "scene",
+           "text_overlay", "thumb_embedder"]
+
+
+def load_colour_detector():
+    """A `Loader` target for the stand-in detector (module-level, so Ray workers import it by name)."""
+    return colour_detector
+
+
+def load_thumb_embedder():
+    """A `Loader` target for the stand-in embedder."""
+    return thumb_embedder
+
+
+def load_broken_detector():
+    """A `Loader` target whose detector fails on every batch."""
+    def broken(images):
+        raise ValueError("the stand-in detector is broken")
+    return broken
+
+
+def load_stand_in_clip():
+    """A `Loader` target for the stand-in CLIP with the synthetic aesthetic head (default prompts)."""
+    from sapiens2.curate.clip import AestheticScorer, build_aesthetic_head
+    from sapiens2.curate.clip_stage import ClipModels
+    from sapiens2.curate.config import ClipConfig
+
+    return ClipModels(StandInClip(ClipConfig()), AestheticScorer(build_aesthetic_head(aesthetic_state(), "synthetic")))
+
+
+def load_face_predictor():
+    """A `Loader` target for the head stage's stand-in keypoint model."""
+    from tests.curate.test_headpose import FacePredictor
+
+    return FacePredictor()

@@ -15,11 +15,11 @@ from sapiens2.curate.config import (
 )
 from sapiens2.curate.engine import MANIFEST_SCHEMA, curate
 from sapiens2.curate.headpose import (
-    CANONICAL_FACE, HeadLoader, HeadPoseStage, PoseKeypoints, angles_to_rotation, camera_matrix, canonical_points,
-    face_indices, fit_keypoints, rotation_to_angles, solve_head_pose,
+    CANONICAL_FACE, HeadPoseStage, PoseKeypoints, angles_to_rotation, camera_matrix, canonical_points,
+    face_indices, fit_keypoints, load_pose_keypoints, rotation_to_angles, solve_head_pose,
 )
 from sapiens2.curate.sources import collect_items
-from sapiens2.curate.stages import REASONS, Batch, PersonStage
+from sapiens2.curate.stages import REASONS, Batch, Loader, ModelLoadError, PersonStage
 from sapiens2.keypoints.metadata import keypoints308
 from tests.curate.conftest import colour_detector
 
@@ -221,28 +221,31 @@ def test_pose_keypoints_run_the_pose_predictors_steps_on_the_given_box():
     assert stage.model() is predictor
 
 
-def test_a_loader_is_called_once_on_first_use_and_not_pickled():
-    calls = []
+_BUILDS: list[int] = []
 
-    def loader():
-        calls.append(1)
-        return FacePredictor()
 
-    stage = HeadPoseStage(None, HeadConfig(enabled=True), loader=loader)
-    assert calls == [] and stage.model() is stage.model() and calls == [1]
-    light = pickle.loads(pickle.dumps(HeadPoseStage(None, HeadConfig(), loader=HeadLoader("x.safetensors"))))
-    assert light.predictor is None and light.loader == HeadLoader("x.safetensors")
-    with pytest.raises(ValueError, match="needs a keypoint predictor"):
-        HeadPoseStage(None, HeadConfig())
+def _face_predictor() -> FacePredictor:
+    _BUILDS.append(1)
+    return FacePredictor()
+
+
+def test_a_loader_builds_the_predictor_once_on_first_use_and_pickles_light():
+    _BUILDS.clear()
+    stage = HeadPoseStage(Loader.of(_face_predictor), HeadConfig(enabled=True))
+    light = pickle.loads(pickle.dumps(stage))
+    assert _BUILDS == [] and light.predictor == Loader.of(_face_predictor)
+    assert stage.model() is stage.model() and _BUILDS == [1]
     with pytest.raises(ValueError, match="needs a keypoint predictor"):
         curate([], "unused", HEAD_ONLY, detector=colour_detector)
 
 
-def test_head_loader_names_a_missing_checkpoint(tmp_path):
+def test_the_default_predictor_names_a_missing_checkpoint(tmp_path):
     from sapiens2.fetch import CheckpointNotFoundError
 
     with pytest.raises(CheckpointNotFoundError, match="no such checkpoint"):
-        HeadLoader(str(tmp_path / "pose.safetensors"))()
+        load_pose_keypoints(str(tmp_path / "pose.safetensors"))
+    with pytest.raises(ModelLoadError, match="load_pose_keypoints.*no such checkpoint"):
+        HeadPoseStage(Loader.of(load_pose_keypoints, str(tmp_path / "pose.safetensors"))).model()
 
 
 @pytest.mark.parametrize("text, words", [
@@ -271,17 +274,24 @@ NO_MODELS_BUT_HEAD = ("[person]\nenabled = false\n[clip]\nenabled = false\n[dedu
 
 
 def test_the_command_runs_the_head_stage(corpus, tmp_path, monkeypatch, capsys):
+    from sapiens2 import hub
     from sapiens2.cli import main
-    from sapiens2.curate import cli
+    from sapiens2.curate import headpose
 
     got = []
-    monkeypatch.setattr(cli, "_head", lambda settings, device: got.append((settings, device)) or FacePredictor())
+
+    def fake_load(model, device="cpu", flip_test=True):
+        got.append((model, device, flip_test))
+        return FacePredictor()
+
+    monkeypatch.setattr(headpose, "load_pose_keypoints", fake_load)
+    monkeypatch.setattr(hub, "resolve", lambda name, *a, **k: (tmp_path / f"{name}.safetensors", None))
     cfg = tmp_path / "c.toml"
-    cfg.write_text(NO_MODELS_BUT_HEAD)
+    cfg.write_text(NO_MODELS_BUT_HEAD + "flip_test = false\n")
     out = tmp_path / "out"
     assert main(["curate", *map(str, corpus.originals[:2]), "--out", str(out), "--config", str(cfg), "--no-shards",
                  "--device", "cpu"]) == 0
-    assert got == [(load_config(cfg).head, "cpu")]
+    assert got == [(str(tmp_path / "sapiens2-pose-0.4b.safetensors"), "cpu", False)]  # built once, on first use
     table = pq.read_table(out / "manifest.parquet")
     assert table["head_status"].to_pylist() == ["ok", "ok"] and table["head_yaw"].null_count == 0
 

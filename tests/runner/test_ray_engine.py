@@ -18,7 +18,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 from sapiens2.runner import ray_table as T  # noqa: E402
-from sapiens2.runner.ray_stages import Failure, Stage, connect, dataset_of, iter_rows, run_stages  # noqa: E402
+from sapiens2.runner.ray_stages import Failure, Stage, dataset_of, iter_rows, run_stages  # noqa: E402
 from sapiens2.tasks.outputs import FILES  # noqa: E402
 from sapiens2.task_table import TASKS  # noqa: E402
 from tests.runner.conftest import DENSE_SIZE, cli, write_photo  # noqa: E402
@@ -27,14 +27,8 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    started = connect(num_cpus=2)
-    import ray.data
-
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    yield
-    if started:
-        ray.shutdown()
+def local_ray(ray_session):
+    """The session's local Ray (tests/conftest.py)."""
 
 
 @pytest.fixture

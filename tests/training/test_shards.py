@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tarfile
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +21,10 @@ from sapiens2.training.shards import (
     is_shard_spec,
     iter_shard,
     materialize,
+    shard_members,
     shuffled,
+    write_index,
+    write_shard,
 )
 
 N = 45  # samples; shards of 4 -> 12 shards, the last one short
@@ -180,3 +185,26 @@ def test_a_stream_with_no_usable_sample_is_an_error_not_a_hang(shards):
 def test_file_urls_read_like_paths(shards):
     names, _ = expand_shards(shards)
     assert [k for k, _ in iter_shard("file://" + names[0])] == [k for k, _ in iter_shard(names[0])]
+
+
+def test_write_shard_is_one_atomic_shard_and_write_index_lists_it(tmp_path):
+    path = tmp_path / "shard-000000.tar"
+    assert write_shard(path, [("a", {"jpg": b"1", "json": b"{}"}), ("b", {"jpg": b"2"})]) == 2
+    assert shard_members(path) == ["a.jpg", "a.json", "b.jpg"] and shard_members(tmp_path / "none.tar") is None
+    for bad, words in (([("a", {"x": b""}), ("a", {"x": b""})], "twice"), ([("c.d", {"x": b""})], "key"),
+                       ([("e", {})], "no files")):
+        with pytest.raises(ValueError, match=words):
+            write_shard(tmp_path / "bad.tar", bad)
+        assert not list(tmp_path.glob("*bad*"))  # nothing half-written is left
+    write_index(tmp_path, [{"name": path.name, "samples": 2}], {"kind": "test"})
+    shards, meta = expand_shards(tmp_path)
+    assert shards == [str(path)] and meta == {"samples": 2, "kind": "test"}
+
+
+def test_a_curate_output_folder_is_read_through_its_shards_folder(tmp_path, shards):
+    shutil.copytree(shards, tmp_path / "curated" / "shards")
+    (tmp_path / "curated" / "manifest.parquet").write_bytes(b"")
+    assert is_shard_spec(tmp_path / "curated")
+    copied = [str(tmp_path / "curated" / "shards" / Path(p).name) for p in expand_shards(shards)[0]]
+    assert expand_shards(tmp_path / "curated")[0] == copied == expand_shards(tmp_path / "curated" / "shards")[0]
+    assert not is_shard_spec(tmp_path)  # a folder two levels above is not
