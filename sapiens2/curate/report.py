@@ -76,6 +76,10 @@ def svg_histogram(values: Sequence[float], bins: int = 20, width: int = 320, hei
             f'{edges[-1]:.3g}</text></svg>')
 
 
+def _sheet(by_key: dict[str, Item], keys: list[str], config: CurateConfig) -> np.ndarray:
+    return contact_sheet(Batch([by_key[k] for k in keys], config.decode.max_pixels, THUMB * 4))
+
+
 def write_report(items: Sequence[Item], result, folder: Path, config: CurateConfig) -> Path:
     """``index.html``, ``report.json`` and the contact sheets in `folder`; returns the HTML page's path."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -87,14 +91,14 @@ def write_report(items: Sequence[Item], result, folder: Path, config: CurateConf
         keys = [r["key"] for r in rows if r["reason"] == reason][:SHEET_MAX]
         if keys:
             name = f"reason-{reason}.png"
-            _write_png(folder / name, contact_sheet(Batch([by_key[k] for k in keys], config.decode.max_pixels, THUMB * 4)))
+            _write_png(folder / name, _sheet(by_key, keys, config))
             sheets[f"dropped: {reason}"] = name
     biggest = sorted(result.cluster_sizes, key=lambda c: -result.cluster_sizes[c][1])[:12]
     for c in biggest:
         keys = [r["key"] for r in rows if r["kept"] and r["cluster"] == c][:SHEET_MAX]
         if keys:
             name = f"cluster-{c}.png"
-            _write_png(folder / name, contact_sheet(Batch([by_key[k] for k in keys], config.decode.max_pixels, THUMB * 4)))
+            _write_png(folder / name, _sheet(by_key, keys, config))
             sheets[f"cluster {c} (kept)"] = name
     summary = {
         "inputs": len(rows), "kept": sum(r["kept"] for r in rows), "stages": counts,
@@ -116,16 +120,18 @@ def write_report(items: Sequence[Item], result, folder: Path, config: CurateConf
         hist.update({f"head {a} (degrees)": [r[f"head_{a}"] for r in rows] for a in ("yaw", "pitch", "roll")})
         hist["head fit error (of the face's size)"] = [r["head_error"] for r in rows]
     page = ["<!doctype html><meta charset='utf-8'><title>sapiens2 curate report</title>",
-            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}</style>",
+            "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 10px;text-align:right}"
+            ".charts{display:flex;flex-wrap:wrap;gap:0 2em}.charts h3{font-size:1em}</style>",
             f"<h1>Curation report</h1><p>{summary['inputs']} inputs, {summary['kept']} kept.</p>",
             "<h2>Stages</h2><table><tr><th>stage / reason</th><th>in</th><th>dropped</th></tr>"]
     page += [f"<tr><td>{html.escape(c['reason'])}</td><td>{c['in']}</td><td>{c['dropped']}</td></tr>" for c in counts]
     page.append("</table><h2>Speed (stages computed in this run)</h2><table><tr><th>stage</th><th>images</th>"
                 "<th>images/s</th></tr>")
     page += [f"<tr><td>{k}</td><td>{result.rows[k]}</td><td>{v:.1f}</td></tr>" for k, v in result.throughput().items()]
-    page.append("</table><h2>Histograms (all inputs that reached the stage)</h2>")
+    page.append("</table><h2>Histograms (all inputs that reached the stage)</h2><div class='charts'>")
     for title, values in hist.items():
-        page.append(f"<h3>{html.escape(title)}</h3>{svg_histogram(values)}")
+        page.append(f"<div class='chart'><h3>{html.escape(title)}</h3>{svg_histogram(values)}</div>")
+    page.append("</div>")
     levels = result.level_sizes or ([result.cluster_sizes] if result.cluster_sizes else [])
     for level, sizes in reversed(list(enumerate(levels, 1))):  # the top level first, the leaves last
         title = "Cluster sizes" + (f", level {level} of {len(levels)}" if len(levels) > 1 else "")
