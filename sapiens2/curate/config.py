@@ -174,11 +174,14 @@ class OutputConfig:
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """The local engine: images per batch (each batch and stage is one resumable Parquet part), and the long
-    side decoded images are shrunk to while a batch holds them (sizes are measured before)."""
+    """The local engine: images per batch (each batch and stage is one resumable Parquet part), the long
+    side decoded images are shrunk to while a batch holds them (sizes are measured before), and the threads
+    decoding the next batch while the models work on this one (`decode_workers`; 0: as many as CPUs, at
+    most 4. Decoding and resizing release the GIL, so threads run them in parallel)."""
 
     batch_size: int = 64
     work_side: int = 1280
+    decode_workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,7 @@ class CurateConfig:
             (1 <= self.output.jpeg_quality <= 100, "output.jpeg_quality must be in [1, 100]"),
             (self.engine.batch_size >= 1, "engine.batch_size must be >= 1"),
             (self.engine.work_side >= 224, "engine.work_side must be >= 224"),
+            (self.engine.decode_workers >= 0, "engine.decode_workers must be >= 0 (0: one per CPU, at most 4)"),
             (self.clip.batch_size >= 1, "clip.batch_size must be >= 1"),
             (0.0 <= self.clip.min_photo_score <= 1.0, "clip.min_photo_score must be in [0, 1]"),
             (0.0 <= self.clip.max_text_score <= 1.0, "clip.max_text_score must be in [0, 1]"),

@@ -7,10 +7,12 @@ through the same `stage_part` on the same batches, and everything after them is 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -165,25 +167,50 @@ def stage_part(stage: Stage, alive: Batch, path: Path) -> tuple[pa.Table, Batch,
     return table, alive.subset(kept), seconds
 
 
+def decode_threads(workers: int) -> int:
+    """`[engine] decode_workers`, 0 meaning one per CPU, at most 4."""
+    return workers or min(4, os.cpu_count() or 1)
+
+
 def run_batch_stages(items: Sequence[Item], stages: Sequence[Stage], parts: Path, batch_size: int,
                      max_pixels: int | None, result: CurateResult, work_side: int | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> dict[str, pa.Table]:
-    """Each batch through each stage (on the rows the earlier ones kept); returns each stage's rows."""
+                     progress: Callable[[int, int], None] | None = None, decode_workers: int = 0
+                     ) -> dict[str, pa.Table]:
+    """Each batch through each stage (on the rows the earlier ones kept); returns each stage's rows.
+
+    A pool of `decode_workers` threads decodes each batch's images, and the next batch's while the stages
+    work on this one; a batch whose parts are all written is not decoded at all (a resumed run reads only
+    Parquet)."""
     folders = part_folders(stages, parts, work_side)
     tables: dict[str, list[pa.Table]] = {s.name: [] for s in stages}
+    batches: list[tuple[str, Batch | None]] = [(name, Batch(chunk, max_pixels, work_side))
+                                               for name, chunk in batch_items(items, batch_size)]
     done = 0
-    for name, chunk in batch_items(items, batch_size):
-        alive = Batch(chunk, max_pixels, work_side)
-        for stage, folder in zip(stages, folders):
-            if not len(alive):
-                break
-            rows = len(alive)
-            table, alive, seconds = stage_part(stage, alive, folder / name)
-            result.record(stage.name, rows, seconds)
-            tables[stage.name].append(table)
-        done += len(chunk)
-        if progress:
-            progress(done, len(items))
+    with ThreadPoolExecutor(decode_threads(decode_workers), thread_name_prefix="curate-decode") as pool:
+
+        def decode(k: int) -> list[Future]:
+            name, batch = batches[k]
+            if batch is None or all((folder / name).exists() for folder in folders):
+                return []
+            return [pool.submit(batch.prefetch, i) for i in range(len(batch))]
+
+        ahead = decode(0) if batches else []
+        for k, (name, batch) in enumerate(batches):
+            current, ahead = ahead, decode(k + 1) if k + 1 < len(batches) else []
+            for job in current:
+                job.result()
+            batches[k] = (name, None)  # its pixels leave memory with the last subset of it
+            alive = batch
+            for stage, folder in zip(stages, folders):
+                if not len(alive):
+                    break
+                rows = len(alive)
+                table, alive, seconds = stage_part(stage, alive, folder / name)
+                result.record(stage.name, rows, seconds)
+                tables[stage.name].append(table)
+            done += len(batch)
+            if progress:
+                progress(done, len(items))
     return {name: pa.concat_tables(ts) if ts else None for name, ts in tables.items()}
 
 
@@ -322,7 +349,7 @@ def _finish(items: Sequence[Item], out: Path, config: CurateConfig, stages: Sequ
     result = CurateResult(out / "manifest.parquet", pa.table({}))
     if engine is None:
         tables = run_batch_stages(items, stages, parts, config.engine.batch_size, config.decode.max_pixels,
-                                  result, config.engine.work_side, progress)
+                                  result, config.engine.work_side, progress, config.engine.decode_workers)
     else:
         tables = engine.run_batch_stages(items, stages, parts, config, result, progress)
     merged = list(tables.values())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,13 +45,19 @@ class Item:
 class _OpenShards:
     """The last few tar shards read, kept open with their member index: reading member after member of a
     shard then costs one open and one scan of its headers, not one per member. A shard rewritten since
-    (another size or modification time) is opened afresh."""
+    (another size or modification time) is opened afresh. One reader at a time: the open files have one
+    position each, and the local engine decodes from several threads."""
 
     def __init__(self, size: int = 4) -> None:
         self.size = size
         self._open: OrderedDict[tuple, tuple[tarfile.TarFile, dict[str, tarfile.TarInfo]]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def read(self, shard: str, member: str, label: str) -> bytes:
+        with self._lock:
+            return self._read(shard, member, label)
+
+    def _read(self, shard: str, member: str, label: str) -> bytes:
         st = os.stat(shard)
         key = (os.path.realpath(shard), st.st_size, st.st_mtime_ns)
         if key not in self._open:

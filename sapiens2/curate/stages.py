@@ -125,6 +125,13 @@ class Batch:
             raise got
         return got
 
+    def prefetch(self, i: int) -> None:
+        """Decode item `i` now (a decode failure is kept for the stages to report, as `image` would)."""
+        try:
+            self._get(i)
+        except ImageDecodeError:
+            pass
+
     def image(self, i: int) -> np.ndarray:
         """The RGB pixels of item `i`; raises its `ImageDecodeError` (every time) when it does not decode."""
         return self._get(i)[0]
