@@ -187,8 +187,10 @@ def layer_sensitivity(network: nn.Module, example: torch.Tensor,
 
 def quantize_onnx_int8(source: str | Path, target: str | Path, keep: Sequence[str] = DEFAULT_KEEP,
                        large: bool = False) -> Path:
-    """An int8 copy of a float32 ONNX file: MatMuls with constant weights become dynamic int8 (per-channel
-    weight scales), but those the exporter recorded as coming from a module matching `keep`. The sapiens2
+    """An int8 copy of a float32 ONNX file: MatMuls with constant weights become dynamic int8 (symmetric
+    per-channel weight scales; one activation range per tensor, which is one per token for the matmuls of
+    `TokenScaledLinear`s: export `token_scaled(network)`, as `export_onnx(..., dtype="int8")` does), but
+    those the exporter recorded as coming from a module matching `keep`. The sapiens2
     metadata is carried over (its dtype set to int8)."""
     import json
     import logging
