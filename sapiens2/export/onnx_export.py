@@ -36,7 +36,8 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, input_size: tuple[i
     `dtype`: fp32; fp16 (weights and arithmetic in half precision, float32 at the edges; for GPUs); int8
     (for CPUs: the Linear layers become `TokenScaledLinear`s, exported in float32, then onnxruntime's
     quantizer makes their matmuls dynamic int8 with per-channel weights and, thanks to the per-row scaling,
-    per-token activation ranges; layers matching `keep_fp32` stay float32). `dynamic_batch`: any batch size, else batch 1. `opset`: the exporter's default when None.
+    per-token activation ranges; layers matching `keep_fp32` stay float32). `dynamic_batch`: any batch size,
+    else batch 1. `opset`: the exporter's default when None.
     `optimize`: onnxscript's graph optimizer (constant folding, fusions); off only to export faster. int8
     always optimizes: the quantizer needs the weights folded into constants.
     """

@@ -109,7 +109,8 @@ class ProgramNetwork(ExportedNetwork):
         if not allow_code:
             raise UnsafeCheckpointError(
                 path, "is a torch.export program (or AOTInductor package), which carries code that runs when "
-                "loaded. Pass allow_code=True for a file you trust (sapiens2.export.load_exported(path, allow_code=True)), or "
+                "loaded. Pass allow_code=True for a file you trust "
+                "(sapiens2.export.load_exported(path, allow_code=True)), or "
                 "export ONNX instead, which needs no such trust")
         extra = {INFO_FILE: ""}
         try:

@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from sapiens2 import load
-from sapiens2.checkpoint import AOTINDUCTOR, CheckpointError, ProgramCheckpointError, UnsafeCheckpointError, detect_format
+from sapiens2.checkpoint import (
+    AOTINDUCTOR,
+    CheckpointError,
+    ProgramCheckpointError,
+    UnsafeCheckpointError,
+    detect_format,
+)
 from sapiens2.export import export_pt2, load_exported
 from sapiens2.export.adapter import flatten
 from sapiens2.tasks.seg import Segmenter

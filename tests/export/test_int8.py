@@ -29,9 +29,16 @@ def test_int8_quantizes_the_linear_layers_but_the_kept_ones():
     linears = {n for n, m in net.named_modules() if isinstance(m, nn.Linear)}
     quantized = _dynamic_int8_layers(q)
     assert quantized == {n for n in linears if not kept(n, DEFAULT_KEEP)}
-    assert quantized and all(n.endswith("ffn.w3") for n in linears - quantized)
+    assert quantized and all(n.endswith("ffn.w3") or n.endswith("ffn.w12") for n in linears - quantized)
     assert all(isinstance(q.get_submodule(n), TokenScaledLinear) for n in quantized)
     assert q.task == "seg" and isinstance(net.backbone.blocks[0].ffn.w12, nn.Linear)  # the original is untouched
+
+
+def test_the_default_keeps_every_w3_and_the_first_four_w12():
+    for name in ("blocks.0.ffn.w12", "backbone.blocks.3.ffn.w12", "backbone.blocks.17.ffn.w3"):
+        assert kept(name, DEFAULT_KEEP), name
+    for name in ("blocks.4.ffn.w12", "backbone.blocks.13.ffn.w12", "blocks.0.attn.wq", "blocks.2.attn.proj"):
+        assert not kept(name, DEFAULT_KEEP), name
 
 
 def test_int8_outputs_stay_close_and_per_channel():
