@@ -25,7 +25,8 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:  # noqa: ANN001 - 
     p.add_argument("--format", choices=FORMATS, required=True,
                    help="onnx (onnxruntime, TensorRT, mobile runtimes) or pt2 (a torch.export program)")
     p.add_argument("--dtype", choices=DTYPES, default="fp32",
-                   help="fp32 (default); fp16 for GPUs; int8 (onnx only): dynamic int8 matmuls for CPUs")
+                   help="fp32 (default); fp16 for GPUs; int8 (onnx only): dynamic int8 matmuls for CPUs, "
+                        "per-channel weights, per-token activation ranges")
     p.add_argument("--input-size", type=height_width, metavar="HxW",
                    help="the fixed input size (default: 1024x768; the detector: 640x640)")
     p.add_argument("--dynamic-batch", action="store_true", help="accept any batch size (default: batch 1)")
@@ -35,7 +36,7 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:  # noqa: ANN001 - 
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write (.onnx or .pt2)")
     p.add_argument("--keep-fp32", action="append", metavar="PATTERN",
                    help="int8: also keep Linear layers whose name matches this fnmatch pattern in float32 "
-                        "(repeatable; default keeps *.ffn.w3)")
+                        "(repeatable; always kept: every *.ffn.w3 and blocks 0-3's ffn.w12)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's current one)")
     p.add_argument("--allow-pickle", action="store_true", help="read .pth/.bin checkpoints (weights only)")
     p.set_defaults(func=run_export)
