@@ -30,8 +30,8 @@ __all__ = ["DEFAULT_KEEP", "TokenScaledLinear", "kept", "layer_sensitivity", "qu
 
 #: Linear layers kept in float32 by default: the SwiGLU output projections, whose input silu(a) * b has
 #: heavy tails that 8 bits cover worst, and the first four blocks' SwiGLU input projections, whose errors
-#: the rest of the network carries furthest (measured on 0.4b: keeping blocks 0-3 cut the error by a
-#: quarter, keeping the last four by 3 %; BENCHMARKS.md, "int8").
+#: the rest of the network carries furthest (measured on 0.4b: keeping blocks 0-3 cut the error by 22 %,
+#: keeping the last four by 3 %; BENCHMARKS.md, "Deployment").
 DEFAULT_KEEP: tuple[str, ...] = ("*.ffn.w3", "*blocks.[0-3].ffn.w12")
 
 
@@ -90,7 +90,7 @@ class TokenScaledLinear(nn.Module):
 
 def int8_grid(weight: torch.Tensor) -> torch.Tensor:
     """`weight` rounded to symmetric per-output-channel int8 (scale max|row| / 127, levels -127..127): the
-    grid both int8 quantizers here use (`WEIGHT_QCONFIG`, onnxruntime's symmetric QInt8), so quantizing the
+    grid both int8 quantizers here use (`_weight_qconfig`, onnxruntime's symmetric QInt8), so quantizing the
     result again changes nothing."""
     scale = (weight.abs().amax(dim=1, keepdim=True) / 127).clamp_min(torch.finfo(weight.dtype).tiny)
     return (weight / scale).round().clamp(-127, 127) * scale
@@ -125,7 +125,7 @@ def _full_range_linear() -> type[nn.Module]:
     return FullRangeDynamicLinear
 
 
-def _weight_qconfig():
+def _weight_qconfig() -> object:
     """Dynamic int8 with symmetric per-channel weights on levels -127..127 (PyTorch's default uses -128..127
     and so a slightly different scale), the grid of `int8_grid` and onnxruntime's quantizer."""
     from torch.ao.quantization import PerChannelMinMaxObserver, QConfig, default_dynamic_quant_observer
