@@ -83,9 +83,11 @@ class TokenScaledLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lo = x.amin(dim=-1, keepdim=True)
         span = (x.amax(dim=-1, keepdim=True) - lo).clamp_min(torch.finfo(x.dtype).tiny)
-        y = self.inner((x - lo) / span)
-        offset = lo * self.weight_sum if self.bias is None else torch.addcmul(self.bias, lo, self.weight_sum)
-        return torch.addcmul(offset, y, span)
+        # In place on fresh tensors: the output passes are memory-bound and, for w12, as large as the matmul's
+        # output; out-of-place they cost a tenth of the int8 forward on 0.4b.
+        y = self.inner((x - lo).div_(span))
+        y.mul_(span).addcmul_(lo, self.weight_sum)
+        return y if self.bias is None else y.add_(self.bias)
 
 
 def int8_grid(weight: torch.Tensor) -> torch.Tensor:
