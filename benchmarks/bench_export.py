@@ -1,9 +1,10 @@
 """Deployment speed and accuracy: fp32 / int8 in PyTorch and in onnxruntime, on official-layout networks.
 
 One run, one machine: the matmul peak is measured first, then the backbone (random official-layout weights,
-seeded) runs in fp32 PyTorch, int8 PyTorch (dynamic int8 Linear layers, per-channel weights), fp32 ONNX Runtime
-and int8 ONNX Runtime (the fp32 file through onnxruntime's dynamic quantizer). Each int8 row is measured with
-every Linear quantized and with the default sensitive layers (`sapiens2.export.DEFAULT_KEEP`) kept in fp32.
+seeded) runs in fp32 PyTorch, int8 PyTorch (dynamic int8 Linear layers, per-channel weights, per-token
+activation ranges), fp32 ONNX Runtime and int8 ONNX Runtime (the file `export_onnx(..., dtype="int8")` writes).
+Each int8 row is measured with every Linear quantized and with the default sensitive layers
+(`sapiens2.export.DEFAULT_KEEP`) kept in fp32; one more PyTorch row shows one activation range per tensor.
 "rel. error" is ||y - y_fp32|| / ||y_fp32|| over all output tokens (after the final norm). With --device cuda
 the rows are fp32 / bf16 / fp16 PyTorch, eager and torch.compile, with % of the GPU's measured bf16 peak.
 
@@ -29,7 +30,7 @@ from common import backbone_flops, best_time, hw, machine, matmul_peak_gflops, p
 from collections.abc import Callable  # noqa: E402
 
 from sapiens2.export import DEFAULT_KEEP, export_onnx, layer_sensitivity, load_exported, quantize_int8  # noqa: E402
-from sapiens2.export.int8 import quantize_onnx_int8, relative_error  # noqa: E402
+from sapiens2.export.int8 import relative_error  # noqa: E402
 from sapiens2.models import ARCHS, build_model  # noqa: E402
 
 
@@ -39,6 +40,7 @@ def cpu_rows(net: torch.nn.Module, x: torch.Tensor, repeats: int, flops: float, 
     variants = (DEFAULT_KEEP,) if quick else ((), DEFAULT_KEEP)
     timed = once if quick else measured
     base, ref = timed(lambda: _run(net, x), repeats)
+    size = tuple(x.shape[-2:])
 
     def row(runtime: str, dtype: str, keep: str, measured: tuple[float, torch.Tensor] | None) -> None:
         seconds, out = measured if measured is not None else (base, None)
@@ -48,24 +50,30 @@ def cpu_rows(net: torch.nn.Module, x: torch.Tensor, repeats: int, flops: float, 
         print(rows[-1], flush=True)
 
     row("PyTorch", "fp32", "-", None)
-    for keep in variants:
-        q = quantize_int8(net, keep=keep)
-        row("PyTorch", "int8 dynamic", ", ".join(keep) or "none", timed(lambda: _run(q, x), repeats))
+    runs = [(keep, True) for keep in variants] + ([] if quick else [(DEFAULT_KEEP, False)])
+    for keep, per_token in runs:
+        q = quantize_int8(net, keep=keep, per_token=per_token)
+        row("PyTorch", f"int8 per-{'token' if per_token else 'tensor'}", _names(keep),
+            timed(lambda: _run(q, x), repeats))
         del q
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        fp32 = export_onnx(net, Path(tmp) / "fp32.onnx", tuple(x.shape[-2:]))
+        fp32 = export_onnx(net, Path(tmp) / "fp32.onnx", size)
         print(f"ONNX export: {time.perf_counter() - start:.0f} s", flush=True)
         threads = torch.get_num_threads()
         ort = load_exported(fp32, providers=["CPUExecutionProvider"], threads=threads)
         row("ONNX Runtime", "fp32", "-", timed(lambda: _run(ort, x), repeats))
         del ort
-        for keep in variants:
-            path = quantize_onnx_int8(fp32, Path(tmp) / f"int8_{len(keep)}.onnx", keep)
+        for i, keep in enumerate(variants):
+            path = export_onnx(net, Path(tmp) / f"int8_{i}.onnx", size, dtype="int8", keep_fp32=keep)
             ort = load_exported(path, providers=["CPUExecutionProvider"], threads=threads)
-            row("ONNX Runtime", "int8 dynamic", ", ".join(keep) or "none", timed(lambda: _run(ort, x), repeats))
+            row("ONNX Runtime", "int8 per-token", _names(keep), timed(lambda: _run(ort, x), repeats))
             del ort
     return rows
+
+
+def _names(keep: tuple[str, ...]) -> str:
+    return ", ".join(keep) or "none"
 
 
 def measured(fn: Callable[[], torch.Tensor], repeats: int) -> tuple[float, torch.Tensor]:

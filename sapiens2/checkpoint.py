@@ -65,18 +65,22 @@ SAFETENSORS = "safetensors"
 TORCH_ZIP = "torch.save archive"
 TORCHSCRIPT = "TorchScript program"
 TORCH_EXPORT = "torch.export program"
+AOTINDUCTOR = "AOTInductor package"
 BARE_PICKLE = "bare pickle stream"
-PROGRAMS = (TORCHSCRIPT, TORCH_EXPORT)
+PROGRAMS = (TORCHSCRIPT, TORCH_EXPORT, AOTINDUCTOR)
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
-# Members that make a zip a program: TorchScript keeps its code and constants beside the pickle; a PT2
-# archive (torch.export, AOTInductor) names its format, and older torch.export.save files their program.
+# Members that make a zip a program: TorchScript keeps its code and constants beside the pickle; an
+# AOTInductor package its compiled shared library and sources; a PT2 archive names its format, and older
+# torch.export.save files their program.
 _TORCHSCRIPT_MEMBERS = ("constants.pkl", "code/")
-_EXPORT_MEMBERS = ("archive_format", "serialized_exported_program", "models/", "data/aotinductor/")
+_AOTI_MEMBERS = ("data/aotinductor/",)
+_EXPORT_MEMBERS = ("archive_format", "serialized_exported_program", "models/")
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """Which container `path` is (`SAFETENSORS`, `TORCH_ZIP`, `TORCHSCRIPT`, `TORCH_EXPORT`, `BARE_PICKLE`),
+    """Which container `path` is (`SAFETENSORS`, `TORCH_ZIP`, `TORCHSCRIPT`, `TORCH_EXPORT`, `AOTINDUCTOR`,
+    `BARE_PICKLE`),
     from its first bytes and, for a zip, its member names. Nothing in the file is parsed or run.
 
     Raises FileNotFoundError for a missing file, `CheckpointError` for an empty one, `CorruptCheckpointError`
@@ -111,6 +115,8 @@ def _zip_kind(path: Path) -> str:
     members = [n.split("/", 1)[1] for n in names if "/" in n]
     if any(m == c or m.startswith(c) for m in members for c in _TORCHSCRIPT_MEMBERS):
         return TORCHSCRIPT
+    if any(m.startswith(c) for m in members for c in _AOTI_MEMBERS):
+        return AOTINDUCTOR  # compiled machine code, whatever else the archive also holds
     if any(m == c or m.startswith(c) for m in members for c in _EXPORT_MEMBERS):
         return TORCH_EXPORT
     if "data.pkl" in members:

@@ -7,8 +7,9 @@ training's `model.init`) comes through `open_weights`, which first decides what 
 - safetensors: read by this package's own parser; always allowed (it cannot carry code);
 - a `torch.save` zip archive: refused unless `allow_pickle=True`, then unpickled only by the restricted
   unpickler of `sapiens2.safe_pickle` (tensors, plain containers, numpy arrays; nothing that runs code);
-- a TorchScript or torch.export program: refused unread unless `allow_code=True`, then loaded by
-  `torch.jit.load` / `torch.export.load`, which run its code (`load_program` is the only place that calls
+- a TorchScript or torch.export program, or an AOTInductor package (compiled machine code): refused unread
+  unless `allow_code=True`, then loaded by `torch.jit.load` / `torch.export.load` /
+  `torch._inductor.aoti_load_package`, which run its code (`load_program` is the only place that calls
   them);
 - anything else, including bare pickle streams (PyTorch's legacy format): refused unread.
 """
@@ -25,6 +26,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from sapiens2.checkpoint import (
+    AOTINDUCTOR,
     BARE_PICKLE,
     PROGRAMS,
     SAFETENSORS,
@@ -65,6 +67,11 @@ def open_weights(path: str | os.PathLike, *, allow_pickle: bool = False, allow_c
     if kind == SAFETENSORS:
         st = SafetensorsFile(path)
         return Weights(path, kind, st.shapes, st.iter_tensors, st.metadata)
+    if kind == AOTINDUCTOR:  # machine code with its weights inside: nothing to read them back as tensors
+        if not allow_code:
+            raise program_refusal(path, kind)
+        raise CheckpointError(path, "is an AOTInductor package (compiled code): it holds no weights to read; "
+                              "use the checkpoint it was compiled from")
     if kind in PROGRAMS:
         state = program_state_dict(load_program(path, allow_code=allow_code), path)
     elif kind == BARE_PICKLE or allow_pickle:
@@ -83,10 +90,24 @@ def read_state_dict(path: str | os.PathLike, *, allow_pickle: bool = False,
     return dict(open_weights(path, allow_pickle=allow_pickle, allow_code=allow_code).tensors())
 
 
+class CompiledPackage(nn.Module):
+    """An AOTInductor package's compiled model as a module: it runs on the device it was compiled for and
+    holds no parameters (its weights live inside the compiled library)."""
+
+    def __init__(self, runner: object, path: Path) -> None:
+        super().__init__()
+        self.runner = runner
+        self.path = path
+
+    def forward(self, *args: torch.Tensor) -> object:
+        return self.runner(*args)
+
+
 def load_program(path: str | os.PathLike, *, allow_code: bool, device: str | torch.device | None = None,
                  extra_files: dict[str, str] | None = None) -> nn.Module:
-    """The module of a TorchScript or torch.export archive. Its code runs: only with `allow_code=True`.
-    `extra_files` (torch.export): names to read from the archive, filled in place."""
+    """The module of a TorchScript or torch.export archive, or of an AOTInductor package. Its code runs:
+    only with `allow_code=True`. `extra_files` (torch.export, AOTInductor): names to read from the archive,
+    filled in place."""
     path = Path(path)
     kind = detect_format(path)
     if kind not in PROGRAMS:
@@ -96,11 +117,29 @@ def load_program(path: str | os.PathLike, *, allow_code: bool, device: str | tor
     try:
         if kind == TORCHSCRIPT:
             return torch.jit.load(str(path), map_location=device or "cpu")
+        if kind == AOTINDUCTOR:
+            from torch._inductor import aoti_load_package
+
+            _read_extra_files(path, extra_files)
+            return CompiledPackage(aoti_load_package(str(path)), path)
         module = torch.export.load(str(path), extra_files=extra_files).module()
     except Exception as e:  # noqa: BLE001 - the caller trusted this file; say it failed, in one line
         raise CorruptCheckpointError(path, f"the {kind} could not be loaded: {type(e).__name__}: "
                                      f"{str(e).splitlines()[0][:200] if str(e) else ''}") from None
     return module.to(device) if device is not None else module
+
+
+def _read_extra_files(path: Path, extra_files: dict[str, str] | None) -> None:
+    """Fill `extra_files` from a PT2 archive's `extra/` members (plain text; nothing is run)."""
+    import zipfile
+
+    if not extra_files:
+        return
+    with zipfile.ZipFile(path) as z:
+        members = {name.split("/", 1)[1]: name for name in z.namelist() if "/" in name}
+        for name in extra_files:
+            if f"extra/{name}" in members:
+                extra_files[name] = z.read(members[f"extra/{name}"]).decode("utf-8")
 
 
 def program_state_dict(module: nn.Module, path: str | os.PathLike) -> dict[str, torch.Tensor]:

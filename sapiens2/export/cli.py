@@ -1,5 +1,6 @@
 """`sapiens2 export MODEL --format onnx|pt2 [--dtype fp32|fp16|int8] [--input-size HxW] [--dynamic-batch]
---out FILE`: a task network or the person detector as an ONNX file or a torch.export program.
+[--aoti] --out FILE`: a task network or the person detector as an ONNX file, a torch.export program or an
+AOTInductor package.
 
 Building the parser imports neither torch nor onnx; running the command does.
 """
@@ -24,14 +25,18 @@ def add_export_parser(subparsers) -> argparse.ArgumentParser:  # noqa: ANN001 - 
     p.add_argument("--format", choices=FORMATS, required=True,
                    help="onnx (onnxruntime, TensorRT, mobile runtimes) or pt2 (a torch.export program)")
     p.add_argument("--dtype", choices=DTYPES, default="fp32",
-                   help="fp32 (default); fp16 for GPUs; int8 (onnx only): dynamic int8 matmuls for CPUs")
+                   help="fp32 (default); fp16 for GPUs; int8 (onnx only): dynamic int8 matmuls for CPUs, "
+                        "per-channel weights, per-token activation ranges")
     p.add_argument("--input-size", type=height_width, metavar="HxW",
                    help="the fixed input size (default: 1024x768; the detector: 640x640)")
     p.add_argument("--dynamic-batch", action="store_true", help="accept any batch size (default: batch 1)")
+    p.add_argument("--aoti", action="store_true",
+                   help="pt2 only: compile ahead of time with AOTInductor into machine code for this kind of CPU "
+                        "(needs a C++ compiler, takes minutes; loads only with --allow-code)")
     p.add_argument("--out", required=True, metavar="FILE", help="the file to write (.onnx or .pt2)")
     p.add_argument("--keep-fp32", action="append", metavar="PATTERN",
                    help="int8: also keep Linear layers whose name matches this fnmatch pattern in float32 "
-                        "(repeatable; default keeps *.ffn.w3)")
+                        "(repeatable; always kept: every *.ffn.w3 and blocks 0-3's ffn.w12)")
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's current one)")
     p.add_argument("--allow-pickle", action="store_true", help="read .pth/.bin checkpoints (weights only)")
     p.set_defaults(func=run_export)
@@ -48,6 +53,9 @@ def run_export(args: argparse.Namespace) -> int:
     if not args.out.lower().endswith(suffix):
         print(f"sapiens2 export: --out {args.out}: a --format {args.format} file must end in {suffix}", file=sys.stderr)
         return 2
+    if args.aoti and args.format != "pt2":
+        print("sapiens2 export: --aoti is offered for --format pt2 only", file=sys.stderr)
+        return 2
     if args.dtype == "int8" and args.format != "onnx":
         print("sapiens2 export: --dtype int8 is offered for --format onnx only", file=sys.stderr)
         return 2
@@ -60,10 +68,11 @@ def run_export(args: argparse.Namespace) -> int:
             out = export_onnx(network, args.out, size, dtype=args.dtype, dynamic_batch=args.dynamic_batch,
                               opset=args.opset, keep_fp32=keep)
         else:
-            out = export_pt2(network, args.out, size, dtype=args.dtype, dynamic_batch=args.dynamic_batch)
+            out = export_pt2(network, args.out, size, dtype=args.dtype, dynamic_batch=args.dynamic_batch,
+                             aoti=args.aoti)
     except (CheckpointError, FileNotFoundError, ValueError, ImportError) as e:
         print(f"sapiens2 export: {e}", file=sys.stderr)
         return 1
-    print(f"{out}: {args.format} {args.dtype} {size[0]}x{size[1]}"
+    print(f"{out}: {args.format}{' AOTInductor' if args.aoti else ''} {args.dtype} {size[0]}x{size[1]}"
           f"{' any batch' if args.dynamic_batch else ''} ({time.perf_counter() - start:.0f} s)")
     return 0

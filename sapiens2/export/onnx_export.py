@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sapiens2.export.adapter import INPUT_NAME, METADATA_KEY
-from sapiens2.export.int8 import DEFAULT_KEEP, quantize_onnx_int8
+from sapiens2.export.int8 import DEFAULT_KEEP, quantize_onnx_int8, token_scaled
 from sapiens2.export.trace import dynamic_shapes, prepared
 
 __all__ = ["METADATA_KEY", "export_onnx"]
@@ -34,8 +34,10 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, input_size: tuple[i
     """Write `network` as an ONNX file at `path` for `input_size` (H, W) images and return the path.
 
     `dtype`: fp32; fp16 (weights and arithmetic in half precision, float32 at the edges; for GPUs); int8
-    (float32 export, then dynamic int8 MatMuls with per-channel weights, for CPUs; layers matching `keep_fp32`
-    stay float32). `dynamic_batch`: any batch size, else batch 1. `opset`: the exporter's default when None.
+    (for CPUs: the Linear layers become `TokenScaledLinear`s, exported in float32, then onnxruntime's
+    quantizer makes their matmuls dynamic int8 with per-channel weights and, thanks to the per-row scaling,
+    per-token activation ranges; layers matching `keep_fp32` stay float32). `dynamic_batch`: any batch size,
+    else batch 1. `opset`: the exporter's default when None.
     `optimize`: onnxscript's graph optimizer (constant folding, fusions); off only to export faster. int8
     always optimizes: the quantizer needs the weights folded into constants.
     """
@@ -46,6 +48,8 @@ def export_onnx(network: nn.Module, path: str | os.PathLike, input_size: tuple[i
         raise ValueError(f"{path}: an ONNX file name must end in .onnx")
     path.parent.mkdir(parents=True, exist_ok=True)
     optimize = optimize or dtype == "int8"
+    if dtype == "int8":
+        network = token_scaled(network, keep_fp32)
     with prepared(network, input_size, dtype, dynamic_batch) as t:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -21,7 +21,7 @@ from torch import nn
 from sapiens2.checkpoint import CheckpointError, UnsafeCheckpointError
 from sapiens2.export.adapter import ExportInfo, unflatten
 from sapiens2.export.program import INFO_FILE
-from sapiens2.weights import load_program
+from sapiens2.weights import CompiledPackage, load_program
 
 __all__ = ["ExportedNetwork", "OnnxNetwork", "ProgramNetwork", "load_exported"]
 
@@ -101,14 +101,16 @@ class OnnxNetwork(ExportedNetwork):
 
 class ProgramNetwork(ExportedNetwork):
     """A `torch.export` program written by `sapiens2 export --format pt2`; it runs on the program's device
-    (move the module with `.to(device)`)."""
+    (move the module with `.to(device)`). Or an AOTInductor package (`--format pt2 --aoti`), which runs on
+    the CPU it was compiled for."""
 
     def __init__(self, path: str | os.PathLike, allow_code: bool = False) -> None:
         path = Path(path)
         if not allow_code:
             raise UnsafeCheckpointError(
-                path, "is a torch.export program, which carries code that runs when loaded. Pass "
-                "allow_code=True for a file you trust (sapiens2.export.load_exported(path, allow_code=True)), or "
+                path, "is a torch.export program (or AOTInductor package), which carries code that runs when "
+                "loaded. Pass allow_code=True for a file you trust "
+                "(sapiens2.export.load_exported(path, allow_code=True)), or "
                 "export ONNX instead, which needs no such trust")
         extra = {INFO_FILE: ""}
         try:
@@ -130,6 +132,8 @@ class ProgramNetwork(ExportedNetwork):
         return self
 
     def run_flat(self, x: torch.Tensor) -> Sequence[torch.Tensor]:
+        if isinstance(self.program, CompiledPackage):
+            return self.program(x.cpu().contiguous())
         device = next(self.program.parameters(), self.input_marker).device
         return self.program(x.to(device))
 

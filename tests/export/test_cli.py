@@ -36,6 +36,7 @@ def test_export_writes_a_program_that_matches_the_checkpoint(checkpoint, tmp_pat
 @pytest.mark.parametrize("args, message", [
     (["--format", "onnx", "--out", "m.pt2"], "must end in .onnx"),
     (["--format", "pt2", "--dtype", "int8", "--out", "m.pt2"], "int8 is offered for --format onnx only"),
+    (["--format", "onnx", "--aoti", "--out", "m.onnx"], "--aoti is offered for --format pt2 only"),
 ])
 def test_inconsistent_options_are_refused_before_any_work(checkpoint, capsys, args, message):
     assert main(["export", str(checkpoint[0]), *args]) == 2
