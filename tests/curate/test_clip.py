@@ -372,27 +372,6 @@ def test_clip_config_defaults_and_toml(tmp_path):
     assert cfg.clip.not_photo_prompts == c.not_photo_prompts
 
 
-@pytest.mark.parametrize("text, words", [
-    ("[clip]\nphoto_prompts = []\n", "clip.photo_prompts must be a non-empty list of non-empty strings"),
-    ("[clip]\ntext_prompts = [1, 2]\n", "clip.text_prompts must be a list of strings"),
-    ("[clip]\nno_text_prompts = 'no text'\n", "clip.no_text_prompts must be a list of strings"),
-    ("[clip]\nmin_photo_score = 1.5\n", "clip.min_photo_score must be in [0, 1]"),
-    ("[clip]\nmax_text_score = -0.1\n", "clip.max_text_score must be in [0, 1]"),
-    ("[clip]\ntext_detector = 'ocr'\n", "clip.text_detector must be one of clip, strokes, got 'ocr'"),
-    ("[clip]\nbatch_size = 0\n", "clip.batch_size must be >= 1"),
-    ("[clip]\nmodel = ''\n", "clip.model must name"),
-    ("[clip]\naesthetic_file = ''\n", "clip.aesthetic_file must name"),
-    ("[clip]\nthreshold = 1\n", "unknown key clip.threshold"),
-    ("[embed]\nsource = 'dino'\n", "embed.source must be one of sapiens2, clip"),
-])
-def test_bad_clip_config_names_the_key(tmp_path, text, words):
-    p = tmp_path / "c.toml"
-    p.write_text(text)
-    with pytest.raises(ValueError) as err:
-        load_config(p)
-    assert "c.toml" in str(err.value) and words in str(err.value)
-
-
 # --- the command line ------------------------------------------------------------------------------------
 
 def test_curate_command_with_a_local_clip_and_head(tiny_clip, clip_corpus, tmp_path, capsys):

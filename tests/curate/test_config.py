@@ -23,6 +23,22 @@ def test_toml_overrides_only_what_it_names(tmp_path):
     ("[person]\nenabled = 1\n", "person.enabled must be a bool"),
     ("[cluster]\ntarget = -1\n", "cluster.target must be >= 0"),
     ("[decode\n", "not valid TOML"),
+    ("[clip]\nphoto_prompts = []\n", "clip.photo_prompts must be a non-empty list of non-empty strings"),
+    ("[clip]\ntext_prompts = [1, 2]\n", "clip.text_prompts must be a list of strings"),
+    ("[clip]\nno_text_prompts = 'no text'\n", "clip.no_text_prompts must be a list of strings"),
+    ("[clip]\nmin_photo_score = 1.5\n", "clip.min_photo_score must be in [0, 1]"),
+    ("[clip]\nmax_text_score = -0.1\n", "clip.max_text_score must be in [0, 1]"),
+    ("[clip]\ntext_detector = 'ocr'\n", "clip.text_detector must be one of clip, strokes, got 'ocr'"),
+    ("[clip]\nbatch_size = 0\n", "clip.batch_size must be >= 1"),
+    ("[clip]\nmodel = ''\n", "clip.model must name"),
+    ("[clip]\naesthetic_file = ''\n", "clip.aesthetic_file must name"),
+    ("[clip]\nthreshold = 1\n", "unknown key clip.threshold"),
+    ("[embed]\nsource = 'dino'\n", "embed.source must be one of sapiens2, clip"),
+    ("[head]\nmin_landmarks = 3\n", "head.min_landmarks must be in [4, 11]"),
+    ("[head]\nmax_abs_yaw = 200\n", "head.max_abs_yaw must be in [0, 180]"),
+    ("[head]\nmax_abs_pitch = -1\n", "head.max_abs_pitch must be in [0, 90]"),
+    ("[head]\nmax_fit_error = 0\n", "head.max_fit_error must be > 0"),
+    ("[head]\nenabled = 'yes'\n", "head.enabled must be a bool"),
 ])
 def test_bad_config_names_file_and_problem(tmp_path, text, words):
     p = tmp_path / "c.toml"

@@ -7,8 +7,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from sapiens2.curate.config import ClusterConfig, CurateConfig, OutputConfig
 from sapiens2.curate.engine import curate
 from sapiens2.curate.sources import collect_items
