@@ -3,6 +3,7 @@
 ::
 
     batches of items ──► decode (CPU tasks) ──► person (actor pool: one detector per actor)
+                     ──► clip, head (actor pools, when enabled: one CLIP / pose model per actor)
                      ──► phash (CPU tasks)  ──► embed (actor pool: one embedder per actor) ──► driver
     driver: dedup, clustering, manifest, shards, report (`sapiens2.curate.engine`, as the local engine)
 
