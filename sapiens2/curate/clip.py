@@ -91,7 +91,7 @@ def clip_folder(model: str) -> Path:
                                       "(owner/name); [clip] model names one or the other")
     from huggingface_hub import snapshot_download
 
-    from sapiens2.fetch import hub_failure, quiet_hub, hub_unreachable
+    from sapiens2.fetch import hub_failure, hub_unreachable, quiet_hub
 
     reason = hub_unreachable()
     try:
@@ -117,7 +117,7 @@ def aesthetic_head_file(repo: str, filename: str) -> Path:
         return path
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    from sapiens2.fetch import hub_failure, quiet_hub, hub_unreachable
+    from sapiens2.fetch import hub_failure, hub_unreachable, quiet_hub
 
     reason = hub_unreachable()
     if reason is not None:
