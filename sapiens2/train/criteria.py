@@ -132,26 +132,32 @@ class SegCriterion(nn.Module):
         return res
 
 
-class NormalCriterion(nn.Module):
+def weighted_terms(*terms: tuple[str, nn.Module]) -> nn.ModuleDict:
+    """The named loss terms whose weight is not zero: a zero weight in `[loss]` switches a term off."""
+    return nn.ModuleDict({k: m for k, m in terms if m.weight})
+
+
+class MaskedTermsCriterion(nn.Module):
+    """Every term on (prediction, target, mask): the dense tasks whose losses all compare pixel for pixel."""
+
+    def __init__(self, *terms: tuple[str, nn.Module]) -> None:
+        super().__init__()
+        self.terms = weighted_terms(*terms)
+
+    def forward(self, out: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
+        return {k: m(out.float(), batch["target"], batch["mask"]) for k, m in self.terms.items()}
+
+
+class NormalCriterion(MaskedTermsCriterion):
     def __init__(self, w: NormalLoss) -> None:
-        super().__init__()
-        self.terms = nn.ModuleDict({k: m for k, m in (
-            ("loss_cosine", L.NormalCosineLoss(w.cosine)), ("loss_l1", L.MaskedL1Loss(w.l1)),
-            ("loss_grad", L.GradientLoss(w.grad))) if m.weight})
-
-    def forward(self, out: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
-        return {k: m(out.float(), batch["target"], batch["mask"]) for k, m in self.terms.items()}
+        super().__init__(("loss_cosine", L.NormalCosineLoss(w.cosine)), ("loss_l1", L.MaskedL1Loss(w.l1)),
+                         ("loss_grad", L.GradientLoss(w.grad)))
 
 
-class AlbedoCriterion(nn.Module):
+class AlbedoCriterion(MaskedTermsCriterion):
     def __init__(self, w: AlbedoLoss) -> None:
-        super().__init__()
-        self.terms = nn.ModuleDict({k: m for k, m in (
-            ("loss_l1", L.MaskedL1Loss(w.l1)), ("loss_grad", L.GradientLoss(w.grad, average=True)),
-            ("loss_chroma", L.ChromaticityL1Loss(w.chroma))) if m.weight})
-
-    def forward(self, out: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
-        return {k: m(out.float(), batch["target"], batch["mask"]) for k, m in self.terms.items()}
+        super().__init__(("loss_l1", L.MaskedL1Loss(w.l1)), ("loss_grad", L.GradientLoss(w.grad, average=True)),
+                         ("loss_chroma", L.ChromaticityL1Loss(w.chroma)))
 
 
 class MattingCriterion(nn.Module):
@@ -159,9 +165,8 @@ class MattingCriterion(nn.Module):
 
     def __init__(self, w: MattingLoss) -> None:
         super().__init__()
-        self.terms = nn.ModuleDict({k: m for k, m in (
-            ("loss_l1", L.MaskedL1Loss(w.l1)), ("loss_grad", L.AlphaGradientL1Loss(w.grad)),
-            ("loss_laplacian", L.LaplacianPyramidLoss(w.laplacian))) if m.weight})
+        self.terms = weighted_terms(("loss_l1", L.MaskedL1Loss(w.l1)), ("loss_grad", L.AlphaGradientL1Loss(w.grad)),
+                                    ("loss_laplacian", L.LaplacianPyramidLoss(w.laplacian)))
         self.foreground = L.ForegroundL1Loss(w.foreground) if w.foreground else None
 
     def forward(self, out: torch.Tensor, batch: dict) -> dict[str, torch.Tensor]:
